@@ -1,6 +1,7 @@
 """A timm-style registry: ``@register_model`` on a builder named like the model."""
 from __future__ import annotations
 
+import inspect
 from typing import Callable
 
 import keras
@@ -28,6 +29,19 @@ def get_builder(name: str) -> Callable[..., keras.Model]:
     return _BUILDERS[name]
 
 
-def build(name: str, num_classes: int = 200, input_shape=(64, 64, 3), **options) -> keras.Model:
-    """Build the registered model ``name`` (uncompiled, logits out)."""
-    return get_builder(name)(num_classes=num_classes, input_shape=tuple(input_shape), **options)
+def build(name: str, num_classes: int = 200, input_shape=None, **options) -> keras.Model:
+    """Build the registered model ``name`` (uncompiled, logits out).
+
+    ``input_shape=None`` keeps the builder's own default (72x72 for the models whose
+    seed upscaled its data). An option the builder does not take raises ValueError.
+    """
+    builder = get_builder(name)
+    accepted = inspect.signature(builder).parameters
+    if not any(p.kind is p.VAR_KEYWORD for p in accepted.values()):
+        unknown = sorted(set(options) - set(accepted))
+        if unknown:
+            known = sorted(set(accepted) - {"num_classes", "input_shape"})
+            raise ValueError(f"{name} takes no option {', '.join(unknown)}. Its options: {', '.join(known)}")
+    if input_shape is not None:
+        options["input_shape"] = tuple(input_shape)
+    return builder(num_classes=num_classes, **options)

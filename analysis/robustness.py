@@ -1,0 +1,149 @@
+"""Accuracy under attack, with the checks that say whether the numbers can be trusted.
+
+An attack evaluation that is broken (gradient masking, a bug in the projection, a model in
+training mode) usually shows itself through one of a few impossible patterns; every table
+is printed with these checks, and a failed one marks the table untrustworthy:
+
+- eps = 0 equals clean accuracy;
+- accuracy does not rise with eps;
+- PGD is never above FGSM at the same eps;
+- more PGD steps or restarts never raise it;
+- a very large eps drives accuracy to chance.
+"""
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import tensorflow as tf
+
+from augment import attacks
+
+LARGE_EPS = 0.5  # half the pixel range: every image can be turned into almost anything
+
+
+@dataclasses.dataclass
+class Check:
+    name: str
+    passed: bool
+    detail: str
+
+
+def accuracy(model, images: np.ndarray, labels: np.ndarray, attack=None, batch_size: int = 128) -> float:
+    """Top-1 accuracy of ``model`` on ``images`` (float [0,1]) after ``attack(model, x, y)``."""
+    correct = 0
+    for start in range(0, len(images), batch_size):
+        x = tf.convert_to_tensor(images[start:start + batch_size], tf.float32)
+        y = tf.convert_to_tensor(labels[start:start + batch_size], tf.int32)
+        if attack is not None:
+            x = attack(model, x, y)
+        logits = model(x, training=False)
+        correct += int(tf.reduce_sum(tf.cast(tf.argmax(logits, -1, output_type=tf.int32) == y, tf.int32)))
+    return correct / len(images)
+
+
+def _fgsm(eps):
+    return lambda model, x, y: attacks.fgsm(model, x, y, eps=eps)
+
+
+def _pgd(eps, steps, restarts, seed=0):
+    # 2.5 * eps / steps: the step size of Madry et al., enough to reach the boundary of the ball.
+    return lambda model, x, y: attacks.pgd(model, x, y, eps=eps, step_size=2.5 * eps / steps, steps=steps,
+                                           restarts=restarts, seed=seed)
+
+
+def evaluate_attacks(model, images, labels, *, attack_names, eps_values, snr_values, pgd_steps=20, restarts=1,
+                     batch_size=128, num_classes=None) -> dict:
+    """Run every requested attack; returns a RobustBench-style dict with its checks."""
+    tolerance = 1.0 / len(images)  # one example: random starts may flip a single borderline image
+    clean = accuracy(model, images, labels, batch_size=batch_size)
+    result = {"clean": clean, "n": len(images), "pgd_steps": pgd_steps, "restarts": restarts,
+              "norm": "Linf", "eps": {}, "snr": {}}
+    for attack_name in attack_names:
+        if attack_name in ("fgsm", "pgd"):
+            for eps in eps_values:
+                attack = _fgsm(eps) if attack_name == "fgsm" else _pgd(eps, pgd_steps, restarts)
+                result["eps"].setdefault(_eps_label(eps), {})[attack_name] = accuracy(
+                    model, images, labels, attack, batch_size)
+        elif attack_name in ("snr", "noise"):
+            for snr in snr_values:
+                if attack_name == "snr":
+                    attack = (lambda s: lambda model, x, y: attacks.fgsm_snr(model, x, y, snr_db=s))(snr)
+                else:
+                    attack = (lambda s: lambda model, x, y: attacks.gaussian_noise(x, snr_db=s, seed=0))(snr)
+                result["snr"].setdefault(f"{snr:g}", {})[attack_name] = accuracy(model, images, labels, attack,
+                                                                                 batch_size)
+        else:
+            raise ValueError(f"Unknown attack {attack_name!r}. Known attacks: fgsm, pgd, snr, noise")
+    checks = sanity_checks(model, images, labels, result, eps_values, pgd_steps, restarts, tolerance,
+                           batch_size, num_classes)
+    result["checks"] = [dataclasses.asdict(check) for check in checks]
+    result["trustworthy"] = all(check.passed for check in checks)
+    return result
+
+
+def sanity_checks(model, images, labels, result, eps_values, pgd_steps, restarts, tolerance, batch_size,
+                  num_classes) -> list[Check]:
+    checks = []
+    clean = result["clean"]
+    at_zero = accuracy(model, images, labels, _fgsm(0.0), batch_size)
+    checks.append(Check("eps=0 equals clean", abs(at_zero - clean) <= 1e-9, f"{at_zero:.4f} vs clean {clean:.4f}"))
+    ordered = sorted(eps_values)
+    for attack_name in ("fgsm", "pgd"):
+        values = [result["eps"].get(_eps_label(eps), {}).get(attack_name) for eps in ordered]
+        if None in values:
+            continue
+        series = [clean, *values]
+        rises = [f"{a:.4f}->{b:.4f}" for a, b in zip(series, series[1:]) if b > a + tolerance]
+        checks.append(Check(f"{attack_name} does not rise with eps", not rises, ", ".join(rises) or "monotone"))
+    pgd_above = [label for label, row in result["eps"].items()
+                 if "pgd" in row and "fgsm" in row and row["pgd"] > row["fgsm"] + tolerance]
+    if any("pgd" in row and "fgsm" in row for row in result["eps"].values()):
+        checks.append(Check("PGD <= FGSM", not pgd_above, ", ".join(pgd_above) or "at every eps"))
+    if ordered and any("pgd" in row for row in result["eps"].values()):
+        eps = ordered[len(ordered) // 2]
+        base = result["eps"][_eps_label(eps)]["pgd"]
+        stronger = accuracy(model, images, labels, _pgd(eps, 2 * pgd_steps, restarts + 1, seed=1), batch_size)
+        checks.append(Check("more steps and restarts do not raise PGD", stronger <= base + tolerance,
+                            f"eps {_eps_label(eps)}: {2 * pgd_steps} steps x {restarts + 1} restarts "
+                            f"{stronger:.4f} vs {base:.4f}"))
+    if num_classes:
+        chance = 1.0 / num_classes
+        large = accuracy(model, images, labels, _pgd(LARGE_EPS, pgd_steps, 1), batch_size)
+        checks.append(Check("a very large eps drives accuracy to chance", large <= chance + 0.02,
+                            f"PGD at eps {LARGE_EPS}: {large:.4f} (chance {chance:.4f})"))
+    return checks
+
+
+def _eps_label(eps: float) -> str:
+    """``8/255`` where eps is a whole number of grey levels, else the decimal."""
+    levels = eps * 255
+    return f"{round(levels)}/255" if abs(levels - round(levels)) < 1e-6 else f"{eps:g}"
+
+
+def markdown_table(result: dict, title: str = "") -> str:
+    """The per-eps table (FGSM/PGD top-1) and the IMT SNR table, with the checks under them."""
+    lines = [f"## {title}", ""] if title else []
+    status = "trustworthy" if result["trustworthy"] else "**untrustworthy**"
+    failed = [check["name"] for check in result["checks"] if not check["passed"]]
+    lines.append(f"{result['n']} images, clean top-1 {100 * result['clean']:.1f}%; checks: {status}"
+                 + (f" (failed: {'; '.join(failed)})" if failed else ""))
+    if result["eps"]:
+        attacks_seen = sorted({name for row in result["eps"].values() for name in row})
+        lines += ["", "| eps (Linf) | " + " | ".join(f"{name.upper()} top-1 %" for name in attacks_seen) + " |",
+                  "| --- |" + " ---: |" * len(attacks_seen)]
+        for label, row in result["eps"].items():
+            lines.append(f"| {label} | " + " | ".join(f"{100 * row[name]:.1f}" if name in row else "—"
+                                                     for name in attacks_seen) + " |")
+    if result["snr"]:
+        labels = list(result["snr"])
+        lines += ["", "| perturbation | Clean | " + " | ".join(f"{label} dB" for label in labels) + " |",
+                  "| --- | ---: |" + " ---: |" * len(labels)]
+        for name, row_title in (("snr", "FGSM at SNR"), ("noise", "Gaussian noise at SNR")):
+            if any(name in row for row in result["snr"].values()):
+                lines.append(f"| {row_title} | {100 * result['clean']:.1f} | " + " | ".join(
+                    f"{100 * result['snr'][label][name]:.1f}" for label in labels) + " |")
+    lines += ["", "| check | passed | detail |", "| --- | --- | --- |"]
+    lines += [f"| {check['name']} | {'yes' if check['passed'] else 'NO'} | {check['detail']} |"
+              for check in result["checks"]]
+    return "\n".join(lines) + "\n"

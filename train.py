@@ -1,0 +1,145 @@
+"""Train a model from the zoo with the recipe that made it.
+
+    python train.py alphanet_v4 --dataset digits --epochs 3
+    python train.py alphanet_v4 --data ~/tiny-imagenet-200 --classes 10 --epochs 5
+    python train.py --resume runs/alphanet_v4-20261123-101500
+
+Every recipe field can be overridden by a flag; the run folder gets config.json,
+model.keras (best by val accuracy), history.csv, metrics.json and curves.png.
+"""
+from __future__ import annotations
+
+import argparse
+import fractions
+import json
+import pathlib
+import shlex
+import sys
+
+from training.cli import run_cli
+
+
+def pixel_value(text: str) -> float:
+    """An eps in pixel units: ``2/255`` or ``0.0078``."""
+    try:
+        return float(fractions.Fraction(text))
+    except (ValueError, ZeroDivisionError):
+        raise argparse.ArgumentTypeError(f"not a number or fraction: {text!r}") from None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("model", nargs="?", help="a model name from the zoo (see --list)")
+    parser.add_argument("--list", action="store_true", help="list the models and their recipes, then exit")
+    parser.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its last finished epoch")
+    source = parser.add_argument_group("data")
+    source.add_argument("--data", metavar="PATH", help="Tiny ImageNet folder, official zip, or folder of zip parts")
+    source.add_argument("--dataset", default="tiny-imagenet",
+                        choices=("tiny-imagenet", "cifar10", "cifar100", "svhn", "digits"))
+    source.add_argument("--classes", type=int, metavar="N", help="keep the first N classes")
+    source.add_argument("--per-class", type=int, metavar="K", help="keep the first K training images per class")
+    recipe = parser.add_argument_group("recipe (defaults come from the model's recipe)")
+    recipe.add_argument("--hparams", metavar="JSON", help="a JSON file of recipe fields, e.g. tune.py's best.json")
+    recipe.add_argument("--augment", metavar="POLICY", help="augmentation policy: none, A, B, C")
+    recipe.add_argument("--image-size", type=int, metavar="PIXELS", help="resize images (Lanczos) to this size")
+    recipe.add_argument("--optimizer", help="adam, adamw, rmsprop, adadelta, sgd, nadam")
+    recipe.add_argument("--learning-rate", type=float)
+    recipe.add_argument("--batch-size", type=int, help="global batch size")
+    recipe.add_argument("--epochs", type=int)
+    recipe.add_argument("--early-stopping-patience", type=int, help="0 turns early stopping off")
+    recipe.add_argument("--reduce-lr-factor", type=float, help="ReduceLROnPlateau factor; 1 turns it off")
+    recipe.add_argument("--reduce-lr-patience", type=int)
+    adversarial = parser.add_argument_group("adversarial training")
+    adversarial.add_argument("--adv", metavar="MIX", help='attack mix by weight, e.g. "fgsm:10,pgd:1" or "fast:1"')
+    adversarial.add_argument("--adv-fraction", type=float, default=0.5, help="share of each batch made adversarial")
+    adversarial.add_argument("--eps", type=pixel_value, default=2 / 255, help="L-inf radius in pixels, e.g. 2/255")
+    adversarial.add_argument("--pgd-steps", type=int, default=7)
+    adversarial.add_argument("--pgd-step-size", type=pixel_value, help="default: eps / 4")
+    adversarial.add_argument("--logit-pairing", type=float, default=0.0, help="adversarial logit pairing weight")
+    adversarial.add_argument("--noise-snr", type=float, metavar="DB", help="Gaussian-noise training at this SNR")
+    run = parser.add_argument_group("run")
+    run.add_argument("--seed", type=int, default=0)
+    run.add_argument("--run-dir", help="default: runs/<model>-<timestamp>")
+    run.add_argument("--mixed-precision", action="store_true", help="mixed_float16 compute")
+    run.add_argument("--jit-compile", action="store_true", help="XLA (measure first: often slower on CPU)")
+    run.add_argument("--strategy", default="default", choices=("default", "mirrored", "multi-worker"))
+    run.add_argument("--tensorboard", action="store_true", help="write TensorBoard logs into the run folder")
+    run.add_argument("--quiet", action="store_true", help="one line per epoch instead of progress bars")
+    return parser
+
+
+RECIPE_FLAGS = ("augment", "image_size", "optimizer", "learning_rate", "batch_size", "epochs",
+                "early_stopping_patience", "reduce_lr_factor", "reduce_lr_patience")
+
+
+def adversarial_options(args) -> dict | None:
+    if not args.adv and args.noise_snr is None:
+        return None
+    return {"attacks": args.adv or "noise:1", "fraction": args.adv_fraction, "eps": args.eps,
+            "pgd_steps": args.pgd_steps, "pgd_step_size": args.pgd_step_size or args.eps / 4,
+            "logit_pairing": args.logit_pairing, "noise_snr_db": args.noise_snr}
+
+
+def config_from_args(args, argv):
+    from training import recipes, trainer
+
+    if not args.model:
+        raise ValueError("name a model to train (python train.py --list shows them) or pass --resume RUN_DIR")
+    changes = {}
+    if args.hparams:
+        path = pathlib.Path(args.hparams)
+        if not path.is_file():
+            raise FileNotFoundError(f"--hparams file {path} does not exist")
+        try:
+            changes.update(json.loads(path.read_text()))
+        except json.JSONDecodeError as error:
+            raise ValueError(f"--hparams file {path} is not valid JSON: {error}") from None
+    changes.update({name: getattr(args, name) for name in RECIPE_FLAGS if name != "image_size"})
+    if args.augment is not None:
+        from augment import get_policy
+
+        get_policy(args.augment)  # an unknown policy fails before any data is read
+    config = trainer.default_config(
+        args.model, dataset="tiny-imagenet" if args.data else args.dataset, data=args.data, classes=args.classes,
+        per_class=args.per_class, image_size=args.image_size, seed=args.seed, mixed_precision=args.mixed_precision,
+        jit_compile=args.jit_compile, strategy=args.strategy, tensorboard=args.tensorboard,
+        adversarial=adversarial_options(args), verbose=2 if args.quiet else "auto",
+        command=shlex.join(["python", "train.py", *argv]))
+    config.recipe = recipes.override(config.recipe, **changes)
+    return config
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    args = build_parser().parse_args(argv)
+    from training import trainer
+    from training.run_dir import new_run_dir, read_json
+
+    if args.list:
+        import models
+        from training.recipes import get_recipe
+
+        for name in models.names():
+            recipe = get_recipe(name)
+            print(f"{name:24s} augment={recipe.augment:4s} size={recipe.image_size} "
+                  f"{recipe.optimizer} lr={recipe.learning_rate:g} batch={recipe.batch_size} epochs={recipe.epochs}")
+        return 0
+    if args.resume:
+        run_dir = pathlib.Path(args.resume)
+        if (run_dir / "metrics.json").exists():
+            raise ValueError(f"{run_dir} is a finished run: nothing to resume")
+        config = trainer.TrainConfig.from_dict(read_json(run_dir / "config.json"))
+        trainer.train(config, run_dir, resume=True)
+    else:
+        config = config_from_args(args, argv)
+        run_dir = new_run_dir(config.model, args.run_dir)
+        trainer.train(config, run_dir)
+    metrics = read_json(run_dir / "metrics.json")
+    print(f"val top-1 {metrics['val_top1']:.4f}  top-3 {metrics['val_top3']:.4f}  top-5 {metrics['val_top5']:.4f}  "
+          f"({metrics['seconds_per_epoch']:.1f} s/epoch)")
+    print(f"run folder: {run_dir}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_cli(main))

@@ -1,0 +1,73 @@
+"""Callbacks that keep a run folder complete and honest across crashes and resumes."""
+from __future__ import annotations
+
+import csv
+import math
+import pathlib
+import time
+
+import keras
+
+from training.run_dir import atomic_path
+
+
+class EpochTimer(keras.callbacks.Callback):
+    """Adds ``epoch_seconds`` to the epoch logs, so it lands in history.csv."""
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._start = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None:
+            logs["epoch_seconds"] = time.perf_counter() - self._start
+
+
+class BestModelCheckpoint(keras.callbacks.Callback):
+    """Saves ``model`` (the plain model, not a training wrapper) whenever ``monitor`` improves.
+
+    Unlike ``keras.callbacks.ModelCheckpoint`` it writes to a temporary file and renames it,
+    so a crash mid-save never leaves a broken ``model.keras``, and it starts from the best
+    value a resumed run had already reached.
+    """
+
+    def __init__(self, model_to_save: keras.Model, path: str | pathlib.Path, monitor: str = "val_accuracy",
+                 initial_best: float = -math.inf):
+        super().__init__()
+        self.model_to_save = model_to_save
+        self.path = pathlib.Path(path)
+        self.monitor = monitor
+        self.best = initial_best
+
+    def on_epoch_end(self, epoch, logs=None):
+        value = (logs or {}).get(self.monitor)
+        if value is None or not value > self.best:
+            return
+        self.best = float(value)
+        with atomic_path(self.path) as temporary:
+            self.model_to_save.save(temporary)
+
+
+def read_history(path: str | pathlib.Path) -> list[dict]:
+    """Rows of a CSVLogger file as dicts of floats (epoch as int); [] if there is none."""
+    path = pathlib.Path(path)
+    if not path.exists():
+        return []
+    with path.open(newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    return [{key: (int(value) if key == "epoch" else float(value)) for key, value in row.items() if value != ""}
+            for row in rows]
+
+
+def trim_history(path: str | pathlib.Path, epochs_done: int) -> list[dict]:
+    """Drop rows of epochs a crash interrupted before their backup was written; return the rest."""
+    path = pathlib.Path(path)
+    if not path.exists():
+        return []
+    with path.open(newline="") as handle:
+        reader = csv.DictReader(handle)
+        fields, rows = reader.fieldnames, [row for row in reader if int(row["epoch"]) < epochs_done]
+    with atomic_path(path) as temporary, temporary.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=fields)
+        writer.writeheader()
+        writer.writerows(rows)
+    return read_history(path)

@@ -1,0 +1,88 @@
+"""The seeds' recipes: how each model in the zoo was trained, by model name.
+
+A recipe is the full set of hyper-parameters `train.py` needs; every field can be
+overridden from the command line. Where a seed report is silent the value chosen here
+is listed in the recipe's ``chosen`` tuple, so a comparison table can say which numbers
+come from the report and which from this project.
+"""
+from __future__ import annotations
+
+import dataclasses
+
+
+@dataclasses.dataclass(frozen=True)
+class Recipe:
+    model: str
+    augment: str = "none"
+    image_size: int = 64
+    optimizer: str = "adam"
+    learning_rate: float = 1e-3
+    batch_size: int = 128
+    epochs: int = 100
+    # EarlyStopping on val_accuracy; 0 turns it off.
+    early_stopping_patience: int = 10
+    # ReduceLROnPlateau on val_accuracy; factor 1.0 turns it off.
+    reduce_lr_factor: float = 0.316
+    reduce_lr_patience: int = 5
+    # The seed's reported result, for side-by-side tables (None: not reported).
+    reported_val_accuracy: float | None = None
+    reported_train_hours: float | None = None
+    source: str = ""
+    chosen: tuple = ()
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+_CS182 = "CS182 Tiny ImageNet report"
+
+_RECIPES = {
+    recipe.model: recipe
+    for recipe in (
+        Recipe("alphanet_v1", augment="A", epochs=300, early_stopping_patience=0, reduce_lr_factor=1.0,
+               source=_CS182, chosen=("augment", "batch_size")),
+        Recipe("alphanet_v2", augment="B", early_stopping_patience=15, reduce_lr_factor=0.1,
+               reduce_lr_patience=10, source=_CS182, chosen=("augment", "batch_size", "epochs")),
+        Recipe("alphanet_v3", augment="C", image_size=72, early_stopping_patience=15, reduce_lr_factor=0.1,
+               reduce_lr_patience=10, source=_CS182, chosen=("augment", "batch_size", "epochs")),
+        Recipe("alphanet_v4", augment="C", early_stopping_patience=10, reduce_lr_factor=0.316,
+               reduce_lr_patience=5, source=_CS182, chosen=("augment", "batch_size", "epochs")),
+        Recipe("bravonet_v1", augment="C", image_size=72, early_stopping_patience=15, reduce_lr_factor=0.1,
+               reduce_lr_patience=10, source=_CS182, chosen=("augment", "batch_size", "epochs")),
+        Recipe("bravonet_v2", augment="C", early_stopping_patience=10, reduce_lr_factor=0.316,
+               reduce_lr_patience=5, source=_CS182, chosen=("augment", "batch_size", "epochs")),
+        Recipe("bravonet_v3", augment="C", early_stopping_patience=10, reduce_lr_factor=0.316,
+               reduce_lr_patience=5, source=_CS182,
+               chosen=("augment", "batch_size", "epochs", "early_stopping_patience", "reduce_lr_factor")),
+        Recipe("resnet18_maxpool", augment="none", epochs=50, reported_val_accuracy=0.62,
+               source="IMT report (ResNet-18 with a max-pool after the first conv; 0.42 without it)",
+               chosen=("augment", "optimizer", "learning_rate", "batch_size", "epochs")),
+        Recipe("resnet18_cifar", augment="none", image_size=32, epochs=50, source="CIFAR-style ResNet-18",
+               chosen=("augment", "optimizer", "learning_rate", "batch_size", "epochs")),
+        Recipe("cis680_allconv", epochs=30, batch_size=64, early_stopping_patience=0, reduce_lr_factor=1.0,
+               source="CIS680 report", chosen=("optimizer", "learning_rate", "batch_size", "epochs")),
+        Recipe("cis680_deep_plain", epochs=30, batch_size=64, early_stopping_patience=0, reduce_lr_factor=1.0,
+               source="CIS680 report", chosen=("optimizer", "learning_rate", "batch_size", "epochs")),
+        Recipe("cis680_deep_residual", epochs=30, batch_size=64, early_stopping_patience=0,
+               reduce_lr_factor=1.0, source="CIS680 report",
+               chosen=("optimizer", "learning_rate", "batch_size", "epochs")),
+    )
+}
+
+
+def get_recipe(model: str) -> Recipe:
+    """The model's recipe; a model without one gets the defaults (Adam 1e-3, no augmentation)."""
+    return _RECIPES.get(model, Recipe(model, source="default", chosen=tuple(f.name for f in dataclasses.fields(Recipe))))
+
+
+def recipe_names() -> list[str]:
+    return sorted(_RECIPES)
+
+
+def override(recipe: Recipe, **changes) -> Recipe:
+    """A copy of ``recipe`` with the non-None ``changes`` applied (unknown fields raise ValueError)."""
+    known = {f.name for f in dataclasses.fields(Recipe)}
+    unknown = sorted(set(changes) - known)
+    if unknown:
+        raise ValueError(f"Unknown recipe fields: {', '.join(unknown)}. Known: {', '.join(sorted(known))}")
+    return dataclasses.replace(recipe, **{k: v for k, v in changes.items() if v is not None})

@@ -1,0 +1,206 @@
+"""Train one model with its recipe and leave a complete run folder.
+
+run folder: config.json, model.keras (best by val accuracy), history.csv, metrics.json,
+curves.png, and backup/ while a run is unfinished (what ``--resume`` continues from).
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import pathlib
+
+import keras
+
+import data
+import models
+from data.pipeline import make_dataset
+from training import callbacks as run_callbacks
+from training.distribute import is_chief, make_strategy
+from training.recipes import Recipe, get_recipe
+from training.run_dir import read_json, write_json
+
+OPTIMIZERS = ("adam", "adamw", "rmsprop", "adadelta", "sgd", "nadam")
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    model: str
+    recipe: Recipe
+    dataset: str = "tiny-imagenet"
+    data: str | None = None
+    classes: int | None = None
+    per_class: int | None = None
+    image_size: int | None = None  # None: the recipe's size on Tiny ImageNet, else the dataset's own
+    seed: int = 0
+    mixed_precision: bool = False
+    jit_compile: bool = False
+    strategy: str = "default"
+    tensorboard: bool = False
+    adversarial: dict | None = None  # training.adversarial.AdversarialConfig fields
+    model_options: dict = dataclasses.field(default_factory=dict)
+    verbose: int | str = "auto"
+    command: str = ""
+
+    def to_dict(self) -> dict:
+        payload = dataclasses.asdict(self)
+        payload["recipe"] = self.recipe.to_dict()
+        return payload
+
+    @classmethod
+    def from_dict(cls, payload: dict) -> "TrainConfig":
+        fields = {f.name for f in dataclasses.fields(cls)}
+        payload = {key: value for key, value in payload.items() if key in fields}
+        recipe = payload.pop("recipe")
+        recipe["chosen"] = tuple(recipe.get("chosen", ()))
+        return cls(recipe=Recipe(**recipe), **payload)
+
+    @property
+    def resolved_image_size(self) -> int | None:
+        if self.image_size:
+            return self.image_size
+        return self.recipe.image_size if self.dataset == "tiny-imagenet" else None
+
+
+def default_config(model: str, **changes) -> TrainConfig:
+    models.get_builder(model)  # an unknown name fails here, before any data is read
+    return TrainConfig(model=model, recipe=get_recipe(model), **changes)
+
+
+def load_splits(config: TrainConfig) -> tuple[data.Split, data.Split]:
+    size = config.resolved_image_size
+    image_size = (size, size) if size else None
+    common = dict(root=config.data, classes=config.classes, image_size=image_size)
+    train_split = data.load_dataset(config.dataset, "train", per_class=config.per_class, **common)
+    val_split = data.load_dataset(config.dataset, "val", **common)
+    return train_split, val_split
+
+
+def make_optimizer(recipe: Recipe) -> keras.optimizers.Optimizer:
+    if recipe.optimizer not in OPTIMIZERS:
+        raise ValueError(f"Unknown optimizer {recipe.optimizer!r}. Known optimizers: {', '.join(OPTIMIZERS)}")
+    return keras.optimizers.get({"class_name": recipe.optimizer, "config": {"learning_rate": recipe.learning_rate}})
+
+
+def accuracy_metrics() -> list:
+    return [
+        keras.metrics.SparseCategoricalAccuracy(name="accuracy"),
+        keras.metrics.SparseTopKCategoricalAccuracy(k=3, name="top3"),
+        keras.metrics.SparseTopKCategoricalAccuracy(k=5, name="top5"),
+    ]
+
+
+def compile_for_training(model: keras.Model, recipe: Recipe, jit_compile: bool = False) -> None:
+    model.compile(
+        optimizer=make_optimizer(recipe),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=accuracy_metrics(),
+        jit_compile=jit_compile,
+    )
+
+
+def _schedule_callbacks(recipe: Recipe) -> list:
+    result = []
+    if recipe.early_stopping_patience > 0:
+        result.append(keras.callbacks.EarlyStopping("val_accuracy", mode="max",
+                                                    patience=recipe.early_stopping_patience))
+    if recipe.reduce_lr_factor < 1.0:
+        result.append(keras.callbacks.ReduceLROnPlateau("val_accuracy", mode="max", factor=recipe.reduce_lr_factor,
+                                                        patience=recipe.reduce_lr_patience))
+    return result
+
+
+def epochs_backed_up(backup_dir: pathlib.Path) -> int:
+    """Epochs that BackupAndRestore has saved (0 when a run crashed during its first epoch)."""
+    metadata = backup_dir / "training_metadata.json"
+    return read_json(metadata)["epoch"] if metadata.exists() else 0
+
+
+def train(config: TrainConfig, run_dir: str | pathlib.Path, *, resume: bool = False,
+          extra_callbacks: tuple = ()) -> pathlib.Path:
+    """Train ``config`` into ``run_dir`` (which exists); with ``resume`` continue from its backup."""
+    run_dir = pathlib.Path(run_dir)
+    recipe = config.recipe
+    keras.utils.set_random_seed(config.seed)
+    if config.mixed_precision:
+        keras.mixed_precision.set_global_policy("mixed_float16")
+    strategy = make_strategy(config.strategy)
+    if config.strategy != "default":
+        print(f"{type(strategy).__name__}: {strategy.num_replicas_in_sync} replicas in sync")
+    train_split, val_split = load_splits(config)
+
+    with strategy.scope():
+        base = models.build(config.model, num_classes=train_split.num_classes,
+                            input_shape=train_split.image_shape, **config.model_options)
+        model = base
+        if config.adversarial:
+            from training.adversarial import AdversarialConfig, AdversarialModel
+
+            model = AdversarialModel(base, AdversarialConfig(**config.adversarial))
+            model.build((None, *train_split.image_shape))
+        compile_for_training(model, recipe, config.jit_compile)
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if not is_chief(strategy):  # other workers train in step but keep their files to themselves
+        run_dir = run_dir / f".worker-{strategy.cluster_resolver.task_id}"
+        run_dir.mkdir(parents=True, exist_ok=True)
+    if not resume:
+        write_json(run_dir / "config.json", {**config.to_dict(), "input_shape": train_split.image_shape,
+                                             "num_classes": train_split.num_classes})
+
+    history_path = run_dir / "history.csv"
+    backup_dir = run_dir / "backup"
+    previous = run_callbacks.trim_history(history_path, epochs_backed_up(backup_dir)) if resume else []
+    best = max((row.get("val_accuracy", -math.inf) for row in previous), default=-math.inf)
+
+    augment = None
+    if recipe.augment != "none":
+        from augment import make_augmenter
+
+        augment = make_augmenter(recipe.augment)
+    train_data = make_dataset(train_split, recipe.batch_size, training=True, augment=augment,
+                              seed=config.seed, repeat=True)
+    val_data = make_dataset(val_split, recipe.batch_size, training=False)
+
+    callbacks = [
+        run_callbacks.EpochTimer(),
+        *_schedule_callbacks(recipe),
+        *extra_callbacks,
+        run_callbacks.BestModelCheckpoint(base, run_dir / "model.keras", initial_best=best),
+        keras.callbacks.CSVLogger(str(history_path), append=bool(previous)),
+    ]
+    if config.tensorboard:
+        callbacks.append(keras.callbacks.TensorBoard(str(run_dir / "tensorboard")))
+    # Last, so an epoch counts as done only once its history row and checkpoint are written.
+    callbacks.append(keras.callbacks.BackupAndRestore(str(backup_dir), double_checkpoint=True))
+
+    model.fit(train_data, epochs=recipe.epochs, steps_per_epoch=math.ceil(len(train_split) / recipe.batch_size),
+              validation_data=val_data, callbacks=callbacks, verbose=config.verbose)
+
+    write_json(run_dir / "metrics.json", final_metrics(run_dir, val_data, base.count_params()))
+    from analysis.plots import plot_history
+
+    plot_history(history_path, run_dir / "curves.png", title=f"{config.model} on {config.dataset}")
+    return run_dir
+
+
+def final_metrics(run_dir: pathlib.Path, val_data, parameter_count: int) -> dict:
+    """Top-1/3/5 of the best saved model, and what the history says about the run."""
+    best_model = keras.models.load_model(run_dir / "model.keras", safe_mode=True)
+    best_model.compile(loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=accuracy_metrics())
+    scores = best_model.evaluate(val_data, return_dict=True, verbose=0)
+    history = run_callbacks.read_history(run_dir / "history.csv")
+    best_row = max(history, key=lambda row: row.get("val_accuracy", -1.0))
+    seconds = [row["epoch_seconds"] for row in history if "epoch_seconds" in row]
+    return {
+        "val_top1": scores["accuracy"],
+        "val_top3": scores["top3"],
+        "val_top5": scores["top5"],
+        "val_loss": scores["loss"],
+        "best_epoch": best_row["epoch"] + 1,
+        "epochs": len(history),
+        "final_train_accuracy": history[-1]["accuracy"],
+        "train_val_gap": best_row["accuracy"] - best_row["val_accuracy"],
+        "seconds_per_epoch": sum(seconds) / len(seconds) if seconds else None,
+        "total_seconds": sum(seconds),
+        "parameters": int(parameter_count),
+    }
