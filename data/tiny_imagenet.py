@@ -1,0 +1,273 @@
+"""Tiny ImageNet-200 (Stanford CS231n): official folder, official zip, or a folder of zip parts.
+
+Labels follow wnids.txt order (not sorted folder names), validation labels come from
+val/val_annotations.txt, and every split is decoded once into a uint8 cache so later epochs
+and runs never touch a JPEG again.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import pathlib
+import re
+import zipfile
+
+import numpy as np
+
+from data.cache import (DatasetUnavailableError, atomic_directory, cache_dir, cache_key, one_line,
+                        source_identity)
+from data.decode import decode_images
+from data.extract import extract_once
+from data.split import Split
+
+OFFICIAL_URL = "http://cs231n.stanford.edu/tiny-imagenet-200.zip"
+OFFICIAL_MD5 = "90528d7ca1a48142e341f4ef8d21d0de"
+META_PART = "tiny-imagenet-200-meta-val.zip"
+TRAIN_PART = "tiny-imagenet-200-train-{}.zip"
+IMAGES_PER_TRAIN_PART = 100  # part K holds images N in [100(K-1), 100K) of every class
+NUM_TRAIN_PARTS = 5
+CACHE_FORMAT = 1  # bump when the cached arrays change meaning
+SPLITS = ("train", "val")
+
+
+@dataclasses.dataclass(frozen=True)
+class Layout:
+    """Where the pieces of one Tiny ImageNet copy live once everything is a plain folder.
+
+    meta: the folder with wnids.txt, words.txt, val/ and train/<wnid>/<wnid>_boxes.txt;
+    train_roots: folders that each hold train/<wnid>/images/ (one per extracted zip part,
+    or just ``meta`` for the official layout); identity: what the cache key records.
+    """
+
+    meta: pathlib.Path
+    train_roots: tuple
+    identity: dict
+
+
+def load(root=None, split: str = "train", classes: int | None = None, per_class: int | None = None) -> Split:
+    """Load one split of Tiny ImageNet as uint8 images (N, 64, 64, 3).
+
+    root: a folder in the official layout (holding wnids.txt, or holding tiny-imagenet-200/),
+    the official tiny-imagenet-200.zip, a folder of the tiny-imagenet-200-*.zip parts, or None
+    to download the official zip. classes=N keeps the first N wnids; per_class=K keeps the
+    first K images of each class by image number.
+    """
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}. Received: split={split!r}")
+    for name, value in (("classes", classes), ("per_class", per_class)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise ValueError(f"{name} must be a positive integer or None. Received: {name}={value!r}")
+    layout = resolve(root, split, per_class)
+    key = cache_key(format=CACHE_FORMAT, split=split, classes=classes, per_class=per_class, source=layout.identity)
+    entry = cache_dir() / "tiny-imagenet-200-arrays" / f"{split}-{key}"
+    if not entry.is_dir():
+        paths, labels, boxes, wnids, names = _index(layout, split, classes, per_class)
+        with atomic_directory(entry) as temporary:
+            decode_images(paths, temporary / "images.npy", description=f"Decoding Tiny ImageNet {split}")
+            np.save(temporary / "labels.npy", labels)
+            np.save(temporary / "boxes.npy", boxes)
+            (temporary / "meta.json").write_text(json.dumps({"wnids": wnids, "class_names": names}))
+    meta = json.loads((entry / "meta.json").read_text())
+    return Split(
+        images=np.load(entry / "images.npy"),
+        labels=np.load(entry / "labels.npy"),
+        wnids=meta["wnids"],
+        class_names=meta["class_names"],
+        boxes=np.load(entry / "boxes.npy"),
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Finding the data
+
+
+def resolve(root, split: str, per_class: int | None) -> Layout:
+    """Turn any accepted ``root`` into a Layout of plain folders, extracting zips once."""
+    if root is None:
+        root = download_official_zip()
+    root = pathlib.Path(root).expanduser()
+    if not root.exists():
+        raise FileNotFoundError(f"Tiny ImageNet not found: {root} does not exist")
+    if root.is_file():
+        if not zipfile.is_zipfile(root):
+            raise ValueError(f"{root} is neither a folder nor a zip file")
+        identity = source_identity(root)
+        extracted = extract_once(root, cache_dir() / "tiny-imagenet-200-extracted" / cache_key(**identity))
+        meta = _official_folder(extracted)
+        if meta is None:
+            raise ValueError(f"{root} does not hold tiny-imagenet-200/wnids.txt")
+        return Layout(meta, (meta,), identity)
+    meta = _official_folder(root)
+    if meta is not None:
+        return Layout(meta, (meta,), source_identity(meta))
+    if (root / META_PART).is_file():
+        return _extract_parts(root, split, per_class)
+    raise FileNotFoundError(
+        f"{root} is not a Tiny ImageNet folder: expected wnids.txt, tiny-imagenet-200/wnids.txt "
+        f"or {META_PART} in it"
+    )
+
+
+def _official_folder(folder: pathlib.Path) -> pathlib.Path | None:
+    for candidate in (folder, folder / "tiny-imagenet-200"):
+        if (candidate / "wnids.txt").is_file():
+            return candidate
+    return None
+
+
+def _extract_parts(root: pathlib.Path, split: str, per_class: int | None) -> Layout:
+    """Extract the meta part and only the train parts that ``per_class`` needs."""
+    identity = source_identity(root)
+    base = cache_dir() / "tiny-imagenet-200-parts" / cache_key(**identity)
+    meta = extract_once(root / META_PART, base / "meta-val") / "tiny-imagenet-200"
+    train_roots = [meta]
+    if split == "train":
+        count = NUM_TRAIN_PARTS if per_class is None else min(NUM_TRAIN_PARTS, math.ceil(per_class / IMAGES_PER_TRAIN_PART))
+        train_roots = []
+        for number in range(1, count + 1):
+            part = root / TRAIN_PART.format(number)
+            if not part.is_file():
+                raise FileNotFoundError(f"{part} is missing; per_class={per_class} needs train parts 1..{count}")
+            train_roots.append(extract_once(part, base / f"train-{number}") / "tiny-imagenet-200")
+    return Layout(meta, tuple(train_roots), identity)
+
+
+def download_official_zip() -> pathlib.Path:
+    """The official zip, fetched once into cache_dir() and checked against its md5."""
+    import keras  # imported here: only downloading needs it, and it brings TensorFlow along
+
+    try:
+        path = keras.utils.get_file(
+            fname="tiny-imagenet-200.zip", origin=OFFICIAL_URL, file_hash=OFFICIAL_MD5,
+            hash_algorithm="md5", cache_dir=str(cache_dir()), cache_subdir="",
+        )
+    except Exception as error:  # network, HTTP, disk or checksum: all mean "no data here"
+        raise DatasetUnavailableError(
+            f"could not download Tiny ImageNet from {OFFICIAL_URL} ({one_line(error)}); pass a local "
+            "copy with --data PATH (a tiny-imagenet-200 folder, tiny-imagenet-200.zip, or a folder of "
+            "its zip parts), or use --dataset digits, which works offline"
+        ) from None
+    return pathlib.Path(path)
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading the text files
+
+
+def _index(layout: Layout, split: str, classes, per_class):
+    """File paths, labels, boxes, wnids and class names of one split, before any decoding."""
+    all_wnids = read_wnids(layout.meta / "wnids.txt")
+    wnids = all_wnids if classes is None else all_wnids[:classes]
+    if classes is not None and classes > len(all_wnids):
+        raise ValueError(f"classes={classes} but {layout.meta / 'wnids.txt'} lists only {len(all_wnids)} wnids")
+    names = read_class_names(layout.meta / "words.txt", wnids)
+    if split == "train":
+        paths, labels, boxes = _train_index(layout, wnids, per_class)
+    else:
+        paths, labels, boxes = _val_index(layout.meta, all_wnids, len(wnids), per_class)
+    return paths, np.asarray(labels, np.int32), np.asarray(boxes, np.int32).reshape(-1, 4), wnids, names
+
+
+def read_wnids(path: pathlib.Path) -> list:
+    if not path.is_file():
+        raise FileNotFoundError(f"Tiny ImageNet wnids file not found: {path}")
+    wnids = [line.strip() for line in path.read_text().splitlines() if line.strip()]
+    if not wnids:
+        raise ValueError(f"{path} lists no wnids")
+    if len(set(wnids)) != len(wnids):
+        raise ValueError(f"{path} lists a wnid twice")
+    return wnids
+
+
+def read_class_names(path: pathlib.Path, wnids: list) -> list:
+    """A readable name per wnid from words.txt (which covers all of ImageNet); the wnid if absent."""
+    if not path.is_file():
+        raise FileNotFoundError(f"Tiny ImageNet words file not found: {path}")
+    wanted, names = set(wnids), {}
+    with open(path, encoding="utf-8") as lines:
+        for line in lines:
+            wnid, _, name = line.rstrip("\n").partition("\t")
+            if wnid in wanted:
+                names[wnid] = name.strip()
+    return [names.get(wnid) or wnid for wnid in wnids]
+
+
+def _box(fields, where: str) -> list:
+    try:
+        return [int(value) for value in fields]
+    except ValueError:
+        raise ValueError(f"{where}: bounding box must be 4 integers. Received: {fields}") from None
+
+
+def _image_number(name: str) -> int:
+    match = re.search(r"_(\d+)\.[A-Za-z]+$", name)
+    return int(match.group(1)) if match else -1
+
+
+def _train_index(layout: Layout, wnids: list, per_class):
+    paths, labels, boxes = [], [], []
+    for label, wnid in enumerate(wnids):
+        files = []
+        for train_root in layout.train_roots:
+            folder = train_root / "train" / wnid / "images"
+            if folder.is_dir():
+                files.extend(path for path in folder.iterdir() if path.suffix.lower() in (".jpeg", ".jpg"))
+        if not files:
+            raise FileNotFoundError(f"no training images for wnid {wnid}: expected {layout.train_roots[0] / 'train' / wnid / 'images'}")
+        files.sort(key=lambda path: (_image_number(path.name), path.name))
+        files = files[:per_class]
+        class_boxes = _read_train_boxes(layout.meta / "train" / wnid / f"{wnid}_boxes.txt")
+        for path in files:
+            if path.name not in class_boxes:
+                raise ValueError(f"{layout.meta / 'train' / wnid / f'{wnid}_boxes.txt'} has no box for {path.name}")
+            boxes.append(class_boxes[path.name])
+        paths.extend(files)
+        labels.extend([label] * len(files))
+    return paths, labels, boxes
+
+
+def _read_train_boxes(path: pathlib.Path) -> dict:
+    if not path.is_file():
+        raise FileNotFoundError(f"Tiny ImageNet boxes file not found: {path}")
+    boxes = {}
+    for number, line in enumerate(path.read_text().splitlines(), start=1):
+        fields = line.split()
+        if not fields:
+            continue
+        if len(fields) != 5:
+            raise ValueError(f"{path}:{number}: expected 'file x0 y0 x1 y1'. Received: {line!r}")
+        boxes[fields[0]] = _box(fields[1:], f"{path}:{number}")
+    return boxes
+
+
+def _val_index(meta: pathlib.Path, all_wnids: list, num_classes: int, per_class):
+    """Validation images of the first ``num_classes`` wnids, in image-number order."""
+    path = meta / "val" / "val_annotations.txt"
+    if not path.is_file():
+        raise FileNotFoundError(f"Tiny ImageNet validation annotations not found: {path}")
+    label_of = {wnid: label for label, wnid in enumerate(all_wnids)}
+    rows = []
+    for number, line in enumerate(path.read_text().splitlines(), start=1):
+        fields = line.split("\t") if "\t" in line else line.split()
+        if not line.strip():
+            continue
+        if len(fields) != 6:
+            raise ValueError(f"{path}:{number}: expected 'file wnid x0 y0 x1 y1'. Received: {line!r}")
+        name, wnid = fields[0].strip(), fields[1].strip()
+        if wnid not in label_of:
+            raise ValueError(f"{path}:{number}: unknown wnid {wnid!r} (not in wnids.txt) for {name}")
+        rows.append((_image_number(name), name, label_of[wnid], _box(fields[2:], f"{path}:{number}")))
+    rows.sort(key=lambda row: (row[0], row[1]))
+    taken = [0] * num_classes
+    paths, labels, boxes = [], [], []
+    for _, name, label, box in rows:
+        if label >= num_classes or (per_class is not None and taken[label] >= per_class):
+            continue
+        taken[label] += 1
+        paths.append(meta / "val" / "images" / name)
+        labels.append(label)
+        boxes.append(box)
+    if not paths:
+        raise ValueError(f"{path} lists no images of the first {num_classes} classes")
+    return paths, labels, boxes
