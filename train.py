@@ -53,8 +53,8 @@ def build_parser() -> argparse.ArgumentParser:
     adversarial.add_argument("--adv", metavar="MIX", help='attack mix by weight, e.g. "fgsm:10,pgd:1" or "fast:1"')
     adversarial.add_argument("--adv-fraction", type=float, default=0.5, help="share of each batch made adversarial")
     adversarial.add_argument("--eps", type=pixel_value, default=2 / 255, help="L-inf radius in pixels, e.g. 2/255")
-    adversarial.add_argument("--pgd-steps", type=int, default=7)
-    adversarial.add_argument("--pgd-step-size", type=pixel_value, help="default: eps / 4")
+    adversarial.add_argument("--pgd-steps", type=int, default=7, help="PGD iterations when training")
+    adversarial.add_argument("--pgd-step-size", type=pixel_value, help="default: 2.5 * eps / steps")
     adversarial.add_argument("--logit-pairing", type=float, default=0.0, help="adversarial logit pairing weight")
     adversarial.add_argument("--noise-snr", type=float, metavar="DB", help="Gaussian-noise training at this SNR")
     run = parser.add_argument_group("run")
@@ -76,8 +76,8 @@ def adversarial_options(args) -> dict | None:
     if not args.adv and args.noise_snr is None:
         return None
     return {"attacks": args.adv or "noise:1", "fraction": args.adv_fraction, "eps": args.eps,
-            "pgd_steps": args.pgd_steps, "pgd_step_size": args.pgd_step_size or args.eps / 4,
-            "logit_pairing": args.logit_pairing, "noise_snr_db": args.noise_snr}
+            "pgd_steps": args.pgd_steps, "pgd_step_size": args.pgd_step_size,
+            "logit_pairing": args.logit_pairing, "noise_snr_db": args.noise_snr, "seed": args.seed}
 
 
 def config_from_args(args, argv):
@@ -106,6 +106,10 @@ def config_from_args(args, argv):
         adversarial=adversarial_options(args), verbose=2 if args.quiet else "auto",
         command=shlex.join(["python", "train.py", *argv]))
     config.recipe = recipes.override(config.recipe, **changes)
+    if config.adversarial:
+        from training.adversarial import AdversarialConfig
+
+        AdversarialConfig(**config.adversarial)  # a bad mix or eps fails before any data is read
     return config
 
 

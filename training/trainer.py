@@ -19,6 +19,7 @@ from training.distribute import is_chief, make_strategy
 from training.recipes import Recipe, get_recipe
 from training.run_dir import read_json, write_json
 
+GUARD_IMAGES = 256
 OPTIMIZERS = ("adam", "adamw", "rmsprop", "adadelta", "sgd", "nadam")
 
 
@@ -63,7 +64,7 @@ class TrainConfig:
 
 def default_config(model: str, **changes) -> TrainConfig:
     models.get_builder(model)  # an unknown name fails here, before any data is read
-    return TrainConfig(model=model, recipe=get_recipe(model), **changes)
+    return TrainConfig(model=model, recipe=get_recipe(model, changes.get("dataset", "tiny-imagenet")), **changes)
 
 
 def load_splits(config: TrainConfig) -> tuple[data.Split, data.Split]:
@@ -109,6 +110,23 @@ def _schedule_callbacks(recipe: Recipe) -> list:
     return result
 
 
+def _adversarial_training(base: keras.Model, options: dict, val_split: data.Split):
+    """The adversarial training wrapper, and for fast AT the guard against catastrophic overfitting."""
+    from training.adversarial import AdversarialConfig, AdversarialModel, CatastrophicOverfittingGuard
+
+    adversarial = AdversarialConfig(**options)
+    model = AdversarialModel(base, adversarial)
+    model.build((None, *val_split.image_shape))
+    callbacks = []
+    if "fast" in adversarial.attacks:
+        # A fixed held-out batch: PGD accuracy on it collapses within an epoch when fast AT overfits.
+        held_out = slice(0, min(GUARD_IMAGES, len(val_split)))
+        callbacks.append(CatastrophicOverfittingGuard(
+            val_split.images[held_out].astype("float32") / 255.0, val_split.labels[held_out],
+            eps=adversarial.eps, step_size=adversarial.eps / 4, steps=10, seed=adversarial.seed))
+    return model, callbacks
+
+
 def epochs_backed_up(backup_dir: pathlib.Path) -> int:
     """Epochs that BackupAndRestore has saved (0 when a run crashed during its first epoch)."""
     metadata = backup_dir / "training_metadata.json"
@@ -128,15 +146,13 @@ def train(config: TrainConfig, run_dir: str | pathlib.Path, *, resume: bool = Fa
         print(f"{type(strategy).__name__}: {strategy.num_replicas_in_sync} replicas in sync")
     train_split, val_split = load_splits(config)
 
+    adversarial_callbacks = []
     with strategy.scope():
         base = models.build(config.model, num_classes=train_split.num_classes,
                             input_shape=train_split.image_shape, **config.model_options)
         model = base
         if config.adversarial:
-            from training.adversarial import AdversarialConfig, AdversarialModel
-
-            model = AdversarialModel(base, AdversarialConfig(**config.adversarial))
-            model.build((None, *train_split.image_shape))
+            model, adversarial_callbacks = _adversarial_training(base, config.adversarial, val_split)
         compile_for_training(model, recipe, config.jit_compile)
 
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -163,6 +179,7 @@ def train(config: TrainConfig, run_dir: str | pathlib.Path, *, resume: bool = Fa
 
     callbacks = [
         run_callbacks.EpochTimer(),
+        *adversarial_callbacks,
         *_schedule_callbacks(recipe),
         *extra_callbacks,
         run_callbacks.BestModelCheckpoint(base, run_dir / "model.keras", initial_best=best),

@@ -1,0 +1,78 @@
+"""evaluate.py: accuracy under attack, its sanity checks, and adversarial training from train.py."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+import evaluate as evaluate_cli
+import train as train_cli
+from analysis import robustness
+from training import trainer
+from training.callbacks import read_history
+from training.recipes import override
+
+import keras
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory):
+    config = trainer.default_config("cis680_allconv", dataset="digits", classes=4, per_class=60, verbose=0)
+    config.recipe = override(config.recipe, epochs=4, batch_size=32, learning_rate=3e-3)
+    return trainer.train(config, tmp_path_factory.mktemp("runs") / "vanilla")
+
+
+def test_evaluate_writes_a_trustworthy_table_into_the_run(trained_run, capsys):
+    argv = [str(trained_run), "--attack", "fgsm", "pgd", "snr", "noise", "--eps", "2/255", "8/255",
+            "--snr", "40", "30", "--pgd-steps", "5", "--limit", "64"]
+    assert evaluate_cli.run_cli(evaluate_cli.main, argv) == 0
+    printed = capsys.readouterr().out
+    assert "checks: trustworthy" in printed and "| 8/255 |" in printed and "| FGSM at SNR |" in printed
+    metrics = json.loads((trained_run / "metrics.json").read_text())
+    result = metrics["robustness"]
+    assert result["n"] == 64 and result["trustworthy"]
+    assert {check["name"] for check in result["checks"]} >= {
+        "eps=0 equals clean", "fgsm does not rise with eps", "pgd does not rise with eps", "PGD <= FGSM",
+        "more steps and restarts do not raise PGD", "a very large eps drives accuracy to chance"}
+    assert result["eps"]["8/255"]["pgd"] <= result["eps"]["8/255"]["fgsm"] + 1 / 64
+    assert (trained_run / "robustness.md").read_text().startswith("## vanilla on digits val")
+
+
+def test_a_broken_table_is_marked_untrustworthy(trained_run):
+    model = keras.models.load_model(trained_run / "model.keras", safe_mode=True)
+    val_images = np.random.default_rng(0).random((32, 32, 32, 3), dtype=np.float32)
+    labels = np.zeros(32, np.int32)
+    clean = robustness.accuracy(model, val_images, labels)
+    # Accuracy that rises with eps, and PGD above FGSM: what a masked gradient looks like.
+    result = {"clean": clean, "n": 32, "eps": {"2/255": {"fgsm": 0.1, "pgd": 0.3}, "8/255": {"fgsm": 0.9, "pgd": 0.95}},
+              "snr": {}}
+    checks = robustness.sanity_checks(model, val_images, labels, result, [2 / 255, 8 / 255], 3, 1, 1 / 32, 32, None)
+    failed = {check.name for check in checks if not check.passed}
+    assert {"fgsm does not rise with eps", "PGD <= FGSM"} <= failed
+    result.update(checks=[vars(check) for check in checks], trustworthy=False)
+    assert "**untrustworthy** (failed: " in robustness.markdown_table(result)
+
+
+def test_evaluate_rejects_a_missing_model(tmp_path, capsys):
+    assert evaluate_cli.run_cli(evaluate_cli.main, [str(tmp_path / "nothing.keras")]) == 2
+    assert "nothing.keras" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("mix", ["fgsm:10,pgd:1", "fast:1"])
+def test_train_cli_runs_adversarial_training(mix, tmp_path):
+    run_dir = tmp_path / "run"
+    argv = ["cis680_allconv", "--dataset", "digits", "--classes", "4", "--per-class", "30", "--epochs", "1",
+            "--batch-size", "32", "--adv", mix, "--eps", "4/255", "--pgd-steps", "3", "--quiet",
+            "--run-dir", str(run_dir)]
+    assert train_cli.run_cli(train_cli.main, argv) == 0
+    config = json.loads((run_dir / "config.json").read_text())
+    assert config["adversarial"]["attacks"] == mix and config["adversarial"]["eps"] == pytest.approx(4 / 255)
+    keras.models.load_model(run_dir / "model.keras", safe_mode=True)  # the plain model, not the wrapper
+    if mix.startswith("fast"):  # the catastrophic-overfitting guard logs robust accuracy per epoch
+        assert "val_pgd_accuracy" in read_history(run_dir / "history.csv")[0]
+
+
+def test_train_cli_rejects_a_bad_attack_mix(capsys):
+    assert train_cli.run_cli(train_cli.main, ["cis680_allconv", "--dataset", "digits", "--adv", "bogus:1"]) == 2
+    assert "bogus" in capsys.readouterr().err
