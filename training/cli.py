@@ -1,8 +1,12 @@
 """What every command-line script shares: one-line errors and exit status 2."""
 from __future__ import annotations
 
+import os
 import sys
 from typing import Callable
+
+# Scripts import this before TensorFlow: keep TensorFlow's C++ start-up chatter out of the output.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 # The errors a user causes (a wrong path, an unknown name, a malformed file); anything
 # else is a bug and keeps its traceback.

@@ -191,7 +191,8 @@ def train(config: TrainConfig, run_dir: str | pathlib.Path, *, resume: bool = Fa
     callbacks.append(keras.callbacks.BackupAndRestore(str(backup_dir), double_checkpoint=True))
 
     model.fit(train_data, epochs=recipe.epochs, steps_per_epoch=math.ceil(len(train_split) / recipe.batch_size),
-              validation_data=val_data, callbacks=callbacks, verbose=config.verbose)
+              validation_data=val_data, callbacks=callbacks, verbose=config.verbose,
+              shuffle=False)  # the pipeline shuffles, seeded
 
     write_json(run_dir / "metrics.json", final_metrics(run_dir, val_data, base.count_params()))
     from analysis.plots import plot_history
