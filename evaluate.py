@@ -35,7 +35,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
     args = build_parser().parse_args(argv)
+    import shlex
+
     import keras
     import numpy as np
 
@@ -64,7 +67,8 @@ def main(argv: list[str] | None = None) -> int:
     result = robustness.evaluate_attacks(
         model, images, labels, attack_names=args.attack, eps_values=args.eps, snr_values=args.snr,
         pgd_steps=args.pgd_steps, restarts=args.restarts, batch_size=args.batch_size, num_classes=val.num_classes)
-    result.update(model=str(model_path), dataset=dataset, threat_model="Linf")
+    result.update(model=str(model_path), dataset=dataset, threat_model="Linf",
+                  command=shlex.join(["python", "evaluate.py", *argv]))
     table = robustness.markdown_table(result, title=f"{model_path.parent.name if target.is_dir() else target.name}"
                                                     f" on {dataset} val")
     print(table)

@@ -8,7 +8,7 @@ import pytest
 
 import evaluate as evaluate_cli
 import train as train_cli
-from analysis import robustness
+from analysis import compare_robustness, robustness
 from training import trainer
 from training.callbacks import read_history
 from training.recipes import override
@@ -37,6 +37,13 @@ def test_evaluate_writes_a_trustworthy_table_into_the_run(trained_run, capsys):
         "more steps and restarts do not raise PGD", "a very large eps drives accuracy to chance"}
     assert result["eps"]["8/255"]["pgd"] <= result["eps"]["8/255"]["fgsm"] + 1 / 64
     assert (trained_run / "robustness.md").read_text().startswith("## vanilla on digits val")
+    assert result["command"].startswith("python evaluate.py ")
+
+    out = trained_run.parent / "comparison.md"
+    assert compare_robustness.main([str(trained_run), "--out", str(out)]) == 0
+    table = out.read_text()
+    assert "| vanilla | vanilla |" in table and "| all passed |" in table
+    assert "PGD 8/255 %" in table and "40 dB %" in table and "python evaluate.py" in table
 
 
 def test_a_broken_table_is_marked_untrustworthy(trained_run):

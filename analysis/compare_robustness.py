@@ -1,0 +1,81 @@
+"""One table comparing how several runs were trained and how robust they came out.
+
+    python -m analysis.compare_robustness runs/v4-vanilla runs/v4-fgsm runs/v4-fast runs/v4-pgd \\
+        --out results/robustness-digits.md
+
+Each run must have been evaluated (`python evaluate.py RUN_DIR ...`); the table shows clean
+accuracy, PGD and FGSM accuracy at every eps and the SNR columns, with each run's checks and the
+commands that trained and evaluated it.
+"""
+from __future__ import annotations
+
+import argparse
+import pathlib
+import sys
+
+from training.cli import run_cli
+from training.run_dir import atomic_path, read_json
+
+
+def training_mode(config: dict) -> str:
+    adversarial = config.get("adversarial")
+    if not adversarial:
+        return "vanilla"
+    if adversarial.get("noise_snr_db") is not None and adversarial["attacks"] in ("noise:1", {"noise": 1}):
+        return f"noise at {adversarial['noise_snr_db']:g} dB"
+    eps = round(adversarial["eps"] * 255)
+    return f"{adversarial['attacks']} at {eps}/255, {int(100 * adversarial['fraction'])}% adversarial"
+
+
+def render(run_dirs: list[pathlib.Path], title: str) -> str:
+    rows = []
+    for run_dir in run_dirs:
+        config = read_json(run_dir / "config.json")
+        result = read_json(run_dir / "robustness.json")
+        rows.append((run_dir, config, result))
+    eps_labels = list(dict.fromkeys(label for _, _, result in rows for label in result["eps"]))
+    snr_labels = list(dict.fromkeys(label for _, _, result in rows for label in result["snr"]))
+    header = ["run", "training", "clean %"]
+    header += [f"{name} {label} %" for label in eps_labels for name in ("FGSM", "PGD")]
+    header += [f"{label} dB %" for label in snr_labels]
+    header += ["checks"]
+    lines = [f"# {title}", "", f"Rebuild: `python -m analysis.compare_robustness "
+             f"{' '.join(str(path) for path in run_dirs)} --out ...`", "",
+             "| " + " | ".join(header) + " |", "| --- | --- |" + " ---: |" * (len(header) - 3) + " --- |"]
+    for run_dir, config, result in rows:
+        cells = [run_dir.name, training_mode(config), f"{100 * result['clean']:.1f}"]
+        for label in eps_labels:
+            row = result["eps"].get(label, {})
+            cells += [f"{100 * row[name]:.1f}" if name in row else "—" for name in ("fgsm", "pgd")]
+        cells += [f"{100 * result['snr'][label]['snr']:.1f}" if "snr" in result["snr"].get(label, {}) else "—"
+                  for label in snr_labels]
+        failed = [check["name"] for check in result["checks"] if not check["passed"]]
+        cells.append("all passed" if not failed else "FAILED: " + "; ".join(failed))
+        lines.append("| " + " | ".join(cells) + " |")
+    n = {result["n"] for _, _, result in rows}
+    steps = {(result["pgd_steps"], result["restarts"]) for _, _, result in rows}
+    lines += ["", f"Evaluated on {', '.join(map(str, sorted(n)))} val images; PGD with "
+              + ", ".join(f"{s} steps x {r} restart(s)" for s, r in sorted(steps))
+              + "; dB columns are FGSM at that signal-to-noise ratio.", "", "Commands:", ""]
+    for _, config, result in rows:
+        lines += [f"- `{config.get('command', '')}`", f"  then `{result.get('command', '')}`"]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("run_dirs", nargs="+", type=pathlib.Path, metavar="RUN_DIR")
+    parser.add_argument("--out", type=pathlib.Path, required=True, help="Markdown file to write")
+    parser.add_argument("--title", default="Robustness by training method")
+    args = parser.parse_args(argv)
+    table = render(args.run_dirs, args.title)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(args.out) as temporary:
+        temporary.write_text(table)
+    print(table)
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_cli(main))
