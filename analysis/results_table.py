@@ -50,6 +50,7 @@ def render(results: pathlib.Path = RESULTS) -> str:
         "`python -m analysis.results_table RUN_DIR...` (records live in `results/runs/`).",
         "The seed column is the accuracy the model's source report gives for full Tiny ImageNet-200",
         "(— where the report gives none); small-scale rows are not comparable to it one to one.",
+        "Seconds per epoch are wall-clock on the machine that ran the command (a 2-core CPU here).",
         "",
         "| run | model | data | epochs | val top-1 % | top-3 % | top-5 % | s/epoch | seed top-1 % | command |",
         "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
@@ -63,7 +64,7 @@ def render(results: pathlib.Path = RESULTS) -> str:
             f"| {metrics['seconds_per_epoch']:.1f} | {_percent(recipe.get('reported_val_accuracy'))} "
             f"| `{config.get('command', '')}` |"
         )
-    extra = sorted(path for path in results.glob("*.md") if path.name != "README.md")
+    extra = sorted(path for path in results.glob("*.md") if path.name != "README.md" and not path.name.startswith("."))
     if extra:
         lines += ["", "## More tables", ""] + [f"- [{path.stem}]({path.name})" for path in extra]
     return "\n".join(lines) + "\n"
@@ -76,8 +77,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     for run_dir in args.run_dirs:
         print(f"recorded {record_run(run_dir, args.results)}")
+    page = render(args.results)
     with atomic_path(args.results / "README.md") as temporary:
-        temporary.write_text(render(args.results))
+        temporary.write_text(page)
     print(f"wrote {args.results / 'README.md'}")
     return 0
 
