@@ -49,6 +49,14 @@ def build_parser() -> argparse.ArgumentParser:
     recipe.add_argument("--early-stopping-patience", type=int, help="0 turns early stopping off")
     recipe.add_argument("--reduce-lr-factor", type=float, help="ReduceLROnPlateau factor; 1 turns it off")
     recipe.add_argument("--reduce-lr-patience", type=int)
+    recipe.add_argument("--phases", metavar="SPEC", help='phases of a multi-phase recipe to run, e.g. "2-4" or "1,5" '
+                        "(default: all); --epochs caps each phase")
+    transfer = parser.add_argument_group("transfer models (resnet101_transfer, inception_v3_transfer, vgg19_transfer, "
+                                         "convengers)")
+    transfer.add_argument("--weights", choices=("imagenet", "none"),
+                          help="backbone weights: imagenet (downloaded into ~/.keras/models) or none (random, offline)")
+    transfer.add_argument("--backbone-size", type=int, metavar="PIXELS",
+                          help="the size images are resized to inside the model (224, Inception 299; at least 75)")
     adversarial = parser.add_argument_group("adversarial training")
     adversarial.add_argument("--adv", metavar="MIX", help='attack mix by weight, e.g. "fgsm:10,pgd:1" or "fast:1"')
     adversarial.add_argument("--adv-fraction", type=float, default=0.5, help="share of each batch made adversarial")
@@ -80,6 +88,38 @@ def adversarial_options(args) -> dict | None:
             "logit_pairing": args.logit_pairing, "noise_snr_db": args.noise_snr, "seed": args.seed}
 
 
+ADVERSARIAL_FLAGS = ("adv", "adv_fraction", "eps", "pgd_steps", "pgd_step_size", "logit_pairing", "noise_snr")
+
+
+def apply_adversarial_hparams(args, hparams: dict) -> None:
+    """Moves an --hparams file's adversarial fields (tune.py writes "adv" and "eps") onto ``args``;
+    a flag not left at its default wins over the file, as for recipe fields."""
+    parser = build_parser()
+    for name in ADVERSARIAL_FLAGS:
+        if name not in hparams:
+            continue
+        value = hparams.pop(name)
+        if isinstance(value, str) and name in ("eps", "pgd_step_size"):
+            value = float(fractions.Fraction(value))  # "2/255" as well as 0.0078
+        if getattr(args, name) == parser.get_default(name):
+            setattr(args, name, value)
+
+
+def model_options(args) -> dict:
+    """Builder options from the transfer flags; an option the model does not take fails before any data is read."""
+    import inspect
+
+    import models
+
+    options = {name: value for name, value in (("weights", args.weights), ("backbone_size", args.backbone_size))
+               if value is not None}
+    unknown = set(options) - set(inspect.signature(models.get_builder(args.model)).parameters)
+    if unknown:
+        flags = ", ".join("--" + name.replace("_", "-") for name in sorted(unknown))
+        raise ValueError(f"{args.model} takes no option {flags}")
+    return options
+
+
 def config_from_args(args, argv):
     from training import recipes, trainer
 
@@ -94,7 +134,10 @@ def config_from_args(args, argv):
             changes.update(json.loads(path.read_text()))
         except json.JSONDecodeError as error:
             raise ValueError(f"--hparams file {path} is not valid JSON: {error}") from None
-    changes.update({name: getattr(args, name) for name in RECIPE_FLAGS if name != "image_size"})
+        apply_adversarial_hparams(args, changes)
+    # Only flags given on the command line override the file (a flag left out is None).
+    changes.update({name: getattr(args, name) for name in RECIPE_FLAGS
+                    if name != "image_size" and getattr(args, name) is not None})
     if args.augment is not None:
         from augment import get_policy
 
@@ -106,6 +149,10 @@ def config_from_args(args, argv):
         adversarial=adversarial_options(args), verbose=2 if args.quiet else "auto",
         command=shlex.join(["python", "train.py", *argv]))
     config.recipe = recipes.override(config.recipe, **changes)
+    config.model_options = model_options(args)
+    from training.phases import check_phase_spec
+
+    config.phases = check_phase_spec(config.recipe, args.phases)  # a bad spec fails before any data is read
     if config.adversarial:
         from training.adversarial import AdversarialConfig
 
@@ -139,6 +186,9 @@ def main(argv: list[str] | None = None) -> int:
         run_dir = new_run_dir(config.model, args.run_dir)
         trainer.train(config, run_dir)
     metrics = read_json(run_dir / "metrics.json")
+    for name, scores in sorted(metrics.get("phases", {}).items(), key=lambda item: item[1]["phase"]):
+        print(f"phase {scores['phase']} {name:14s} val top-1 {scores['val_top1']:.4f}  top-3 {scores['val_top3']:.4f}  "
+              f"top-5 {scores['val_top5']:.4f}  ({scores['epochs']} epochs, {scores['total_seconds']:.0f} s)")
     print(f"val top-1 {metrics['val_top1']:.4f}  top-3 {metrics['val_top3']:.4f}  top-5 {metrics['val_top5']:.4f}  "
           f"({metrics['seconds_per_epoch']:.1f} s/epoch)")
     print(f"run folder: {run_dir}")

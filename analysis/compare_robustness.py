@@ -10,6 +10,7 @@ commands that trained and evaluated it.
 from __future__ import annotations
 
 import argparse
+import fractions
 import pathlib
 import sys
 
@@ -33,8 +34,9 @@ def render(run_dirs: list[pathlib.Path], title: str) -> str:
         config = read_json(run_dir / "config.json")
         result = read_json(run_dir / "robustness.json")
         rows.append((run_dir, config, result))
-    eps_labels = list(dict.fromkeys(label for _, _, result in rows for label in result["eps"]))
-    snr_labels = list(dict.fromkeys(label for _, _, result in rows for label in result["snr"]))
+    # JSON sorts keys as text ("16/255" before "8/255"): order eps up and SNR down by value.
+    eps_labels = sorted({label for _, _, result in rows for label in result["eps"]}, key=fractions.Fraction)
+    snr_labels = sorted({label for _, _, result in rows for label in result["snr"]}, key=float, reverse=True)
     header = ["run", "training", "clean %"]
     header += [f"{name} {label} %" for label in eps_labels for name in ("FGSM", "PGD")]
     header += [f"{label} dB %" for label in snr_labels]

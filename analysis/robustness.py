@@ -13,6 +13,7 @@ is printed with these checks, and a failed one marks the table untrustworthy:
 from __future__ import annotations
 
 import dataclasses
+import fractions
 
 import numpy as np
 import tensorflow as tf
@@ -132,11 +133,11 @@ def markdown_table(result: dict, title: str = "") -> str:
         attacks_seen = sorted({name for row in result["eps"].values() for name in row})
         lines += ["", "| eps (Linf) | " + " | ".join(f"{name.upper()} top-1 %" for name in attacks_seen) + " |",
                   "| --- |" + " ---: |" * len(attacks_seen)]
-        for label, row in result["eps"].items():
+        for label, row in sorted(result["eps"].items(), key=lambda item: fractions.Fraction(item[0])):
             lines.append(f"| {label} | " + " | ".join(f"{100 * row[name]:.1f}" if name in row else "—"
                                                      for name in attacks_seen) + " |")
     if result["snr"]:
-        labels = list(result["snr"])
+        labels = sorted(result["snr"], key=float, reverse=True)
         lines += ["", "| perturbation | Clean | " + " | ".join(f"{label} dB" for label in labels) + " |",
                   "| --- | ---: |" + " ---: |" * len(labels)]
         for name, row_title in (("snr", "FGSM at SNR"), ("noise", "Gaussian noise at SNR")):

@@ -38,16 +38,23 @@ def default_input_shape(name):
     return tuple(inspect.signature(models.get_builder(name)).parameters["input_shape"].default)
 
 
+def offline_options(name):
+    """Models on keras.applications backbones download ImageNet weights by default and resize to 224+:
+    here they start from random weights at their smallest backbone size."""
+    parameters = inspect.signature(models.get_builder(name)).parameters
+    return {"weights": "none", "backbone_size": 75} if "weights" in parameters else {}
+
+
 @functools.lru_cache(maxsize=None)
 def default_model(name):
     """The model at its default input size with 200 classes (built once per session)."""
-    return models.get_builder(name)(num_classes=200)
+    return models.get_builder(name)(num_classes=200, **offline_options(name))
 
 
 @functools.lru_cache(maxsize=None)
 def small_model(name):
     """The model at the smallest input the CPU demos use (32x32, like digits and CIFAR)."""
-    return models.build(name, num_classes=5, input_shape=(32, 32, 3))
+    return models.build(name, num_classes=5, input_shape=(32, 32, 3), **offline_options(name))
 
 
 def random_images(shape, count=2):

@@ -24,6 +24,11 @@ class Recipe:
     # ReduceLROnPlateau on val_accuracy; factor 1.0 turns it off.
     reduce_lr_factor: float = 0.316
     reduce_lr_patience: int = 5
+    # Step decay: the learning rate is multiplied by step_decay_factor every step_decay_epochs epochs (0: off).
+    step_decay_epochs: int = 0
+    step_decay_factor: float = 0.1
+    # A multi-phase schedule from training.phases (e.g. "marvel5"); None trains in one phase.
+    phases: str | None = None
     # The seed's reported result, for side-by-side tables (None: not reported).
     reported_val_accuracy: float | None = None
     reported_train_hours: float | None = None
@@ -35,6 +40,11 @@ class Recipe:
 
 
 _CS182 = "CS182 Tiny ImageNet report"
+_CONVENGERS = "Convengers Tiny ImageNet report"
+# Convengers' fine-tuning recipe: Adam, 20 epochs, learning rate /10 every 7 epochs, batch 64.
+_TRANSFER = dict(optimizer="adam", learning_rate=1e-4, batch_size=64, epochs=20, early_stopping_patience=0,
+                 reduce_lr_factor=1.0, step_decay_epochs=7, step_decay_factor=0.1, source=_CONVENGERS,
+                 chosen=("learning_rate",))
 
 _RECIPES = {
     recipe.model: recipe
@@ -66,6 +76,14 @@ _RECIPES = {
         Recipe("cis680_deep_residual", epochs=30, batch_size=64, early_stopping_patience=0,
                reduce_lr_factor=1.0, source="CIS680 report",
                chosen=("optimizer", "learning_rate", "batch_size", "epochs")),
+        Recipe("resnet101_transfer", **_TRANSFER),
+        Recipe("inception_v3_transfer", **_TRANSFER),
+        Recipe("vgg19_transfer", **_TRANSFER),
+        # Learning rates and epochs live in each phase (training.phases); epochs caps every phase and
+        # the step decay and learning rate here are phase 5's.
+        Recipe("convengers", optimizer="adam", learning_rate=1e-5, batch_size=64, epochs=15,
+               early_stopping_patience=0, reduce_lr_factor=1.0, step_decay_epochs=7, step_decay_factor=0.1,
+               phases="marvel5", source=_CONVENGERS, chosen=("head learning rate", "phase 1-4 epochs")),
     )
 }
 

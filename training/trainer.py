@@ -38,7 +38,8 @@ class TrainConfig:
     strategy: str = "default"
     tensorboard: bool = False
     adversarial: dict | None = None  # training.adversarial.AdversarialConfig fields
-    model_options: dict = dataclasses.field(default_factory=dict)
+    model_options: dict = dataclasses.field(default_factory=dict)  # builder options, e.g. weights, backbone_size
+    phases: str | None = None  # which phases of a multi-phase recipe to run, e.g. "2-4" (None: all)
     verbose: int | str = "auto"
     command: str = ""
 
@@ -99,8 +100,21 @@ def compile_for_training(model: keras.Model, recipe: Recipe, jit_compile: bool =
     )
 
 
+class StepDecay:
+    """Learning rate ``initial * factor ** (epoch // every)``: a per-epoch step schedule."""
+
+    def __init__(self, initial: float, every: int, factor: float):
+        self.initial, self.every, self.factor = initial, every, factor
+
+    def __call__(self, epoch: int, learning_rate=None) -> float:
+        return self.initial * self.factor ** (epoch // self.every)
+
+
 def _schedule_callbacks(recipe: Recipe) -> list:
     result = []
+    if recipe.step_decay_epochs > 0:
+        result.append(keras.callbacks.LearningRateScheduler(
+            StepDecay(recipe.learning_rate, recipe.step_decay_epochs, recipe.step_decay_factor)))
     if recipe.early_stopping_patience > 0:
         result.append(keras.callbacks.EarlyStopping("val_accuracy", mode="max",
                                                     patience=recipe.early_stopping_patience))
@@ -133,28 +147,25 @@ def epochs_backed_up(backup_dir: pathlib.Path) -> int:
     return read_json(metadata)["epoch"] if metadata.exists() else 0
 
 
-def train(config: TrainConfig, run_dir: str | pathlib.Path, *, resume: bool = False,
-          extra_callbacks: tuple = ()) -> pathlib.Path:
-    """Train ``config`` into ``run_dir`` (which exists); with ``resume`` continue from its backup."""
-    run_dir = pathlib.Path(run_dir)
-    recipe = config.recipe
+def start(config: TrainConfig):
+    """Seed, precision policy and distribution strategy of a run."""
     keras.utils.set_random_seed(config.seed)
     if config.mixed_precision:
         keras.mixed_precision.set_global_policy("mixed_float16")
     strategy = make_strategy(config.strategy)
     if config.strategy != "default":
         print(f"{type(strategy).__name__}: {strategy.num_replicas_in_sync} replicas in sync")
-    train_split, val_split = load_splits(config)
+    return strategy
 
-    adversarial_callbacks = []
-    with strategy.scope():
-        base = models.build(config.model, num_classes=train_split.num_classes,
-                            input_shape=train_split.image_shape, **config.model_options)
-        model = base
-        if config.adversarial:
-            model, adversarial_callbacks = _adversarial_training(base, config.adversarial, val_split)
-        compile_for_training(model, recipe, config.jit_compile)
 
+def build_model(config: TrainConfig, train_split: data.Split) -> keras.Model:
+    return models.build(config.model, num_classes=train_split.num_classes, input_shape=train_split.image_shape,
+                        **config.model_options)
+
+
+def open_run_dir(config: TrainConfig, run_dir: pathlib.Path, strategy, train_split: data.Split,
+                 resume: bool) -> pathlib.Path:
+    """Make the run folder (a worker's own subfolder off the chief) and write config.json for a new run."""
     run_dir.mkdir(parents=True, exist_ok=True)
     if not is_chief(strategy):  # other workers train in step but keep their files to themselves
         run_dir = run_dir / f".worker-{strategy.cluster_resolver.task_id}"
@@ -162,12 +173,17 @@ def train(config: TrainConfig, run_dir: str | pathlib.Path, *, resume: bool = Fa
     if not resume:
         write_json(run_dir / "config.json", {**config.to_dict(), "input_shape": train_split.image_shape,
                                              "num_classes": train_split.num_classes})
+    return run_dir
 
-    history_path = run_dir / "history.csv"
-    backup_dir = run_dir / "backup"
+
+def resumed_history(history_path: pathlib.Path, backup_dir: pathlib.Path, resume: bool) -> tuple[list, float]:
+    """History rows of the epochs the backup holds, and the best val accuracy among them."""
     previous = run_callbacks.trim_history(history_path, epochs_backed_up(backup_dir)) if resume else []
-    best = max((row.get("val_accuracy", -math.inf) for row in previous), default=-math.inf)
+    return previous, max((row.get("val_accuracy", -math.inf) for row in previous), default=-math.inf)
 
+
+def make_datasets(config: TrainConfig, recipe: Recipe, train_split: data.Split, val_split: data.Split):
+    """(train data, val data, steps per epoch) with the recipe's augmentation and batch size."""
     augment = None
     if recipe.augment != "none":
         from augment import make_augmenter
@@ -176,23 +192,57 @@ def train(config: TrainConfig, run_dir: str | pathlib.Path, *, resume: bool = Fa
     train_data = make_dataset(train_split, recipe.batch_size, training=True, augment=augment,
                               seed=config.seed, repeat=True)
     val_data = make_dataset(val_split, recipe.batch_size, training=False)
+    return train_data, val_data, math.ceil(len(train_split) / recipe.batch_size)
 
+
+def fit_callbacks(config: TrainConfig, recipe: Recipe, base: keras.Model, *, checkpoint: pathlib.Path,
+                  history_path: pathlib.Path, backup_dir: pathlib.Path, previous: list, best: float,
+                  adversarial=(), extra=(), tensorboard_dir: pathlib.Path | None = None) -> list:
     callbacks = [
         run_callbacks.EpochTimer(),
-        *adversarial_callbacks,
+        *adversarial,
         *_schedule_callbacks(recipe),
-        *extra_callbacks,
-        run_callbacks.BestModelCheckpoint(base, run_dir / "model.keras", initial_best=best),
+        *extra,
+        run_callbacks.BestModelCheckpoint(base, checkpoint, initial_best=best),
         keras.callbacks.CSVLogger(str(history_path), append=bool(previous)),
     ]
     if config.tensorboard:
-        callbacks.append(keras.callbacks.TensorBoard(str(run_dir / "tensorboard")))
+        callbacks.append(keras.callbacks.TensorBoard(str(tensorboard_dir)))
     # Last, so an epoch counts as done only once its history row and checkpoint are written.
     callbacks.append(keras.callbacks.BackupAndRestore(str(backup_dir), double_checkpoint=True))
+    return callbacks
 
-    model.fit(train_data, epochs=recipe.epochs, steps_per_epoch=math.ceil(len(train_split) / recipe.batch_size),
-              validation_data=val_data, callbacks=callbacks, verbose=config.verbose,
-              shuffle=False)  # the pipeline shuffles, seeded
+
+def train(config: TrainConfig, run_dir: str | pathlib.Path, *, resume: bool = False,
+          extra_callbacks: tuple = ()) -> pathlib.Path:
+    """Train ``config`` into ``run_dir`` (which exists); with ``resume`` continue from its backup."""
+    if config.recipe.phases:
+        from training.phases import train_phases
+
+        return train_phases(config, run_dir, resume=resume, extra_callbacks=extra_callbacks)
+    run_dir = pathlib.Path(run_dir)
+    recipe = config.recipe
+    strategy = start(config)
+    train_split, val_split = load_splits(config)
+
+    adversarial_callbacks = []
+    with strategy.scope():
+        base = build_model(config, train_split)
+        model = base
+        if config.adversarial:
+            model, adversarial_callbacks = _adversarial_training(base, config.adversarial, val_split)
+        compile_for_training(model, recipe, config.jit_compile)
+
+    run_dir = open_run_dir(config, run_dir, strategy, train_split, resume)
+    history_path = run_dir / "history.csv"
+    backup_dir = run_dir / "backup"
+    previous, best = resumed_history(history_path, backup_dir, resume)
+    train_data, val_data, steps = make_datasets(config, recipe, train_split, val_split)
+    callbacks = fit_callbacks(config, recipe, base, checkpoint=run_dir / "model.keras", history_path=history_path,
+                              backup_dir=backup_dir, previous=previous, best=best, adversarial=adversarial_callbacks,
+                              extra=extra_callbacks, tensorboard_dir=run_dir / "tensorboard")
+    model.fit(train_data, epochs=recipe.epochs, steps_per_epoch=steps, validation_data=val_data,
+              callbacks=callbacks, verbose=config.verbose)
 
     write_json(run_dir / "metrics.json", final_metrics(run_dir, val_data, base.count_params()))
     from analysis.plots import plot_history
@@ -201,12 +251,13 @@ def train(config: TrainConfig, run_dir: str | pathlib.Path, *, resume: bool = Fa
     return run_dir
 
 
-def final_metrics(run_dir: pathlib.Path, val_data, parameter_count: int) -> dict:
-    """Top-1/3/5 of the best saved model, and what the history says about the run."""
-    best_model = keras.models.load_model(run_dir / "model.keras", safe_mode=True)
+def final_metrics(run_dir: pathlib.Path, val_data, parameter_count: int, *,
+                  history_path: pathlib.Path | None = None) -> dict:
+    """Top-1/3/5 of the best saved model, and what the history (default history.csv) says about the run."""
+    best_model = keras.models.load_model(run_dir / "model.keras", safe_mode=True, compile=False)
     best_model.compile(loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=accuracy_metrics())
     scores = best_model.evaluate(val_data, return_dict=True, verbose=0)
-    history = run_callbacks.read_history(run_dir / "history.csv")
+    history = run_callbacks.read_history(history_path or run_dir / "history.csv")
     best_row = max(history, key=lambda row: row.get("val_accuracy", -1.0))
     seconds = [row["epoch_seconds"] for row in history if "epoch_seconds" in row]
     return {

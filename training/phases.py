@@ -1,0 +1,248 @@
+"""Multi-phase training: one model, several fits in a row, each training its own set of layers.
+
+A `Phase` names the top-level layers it trains (names or name prefixes, "*" for all), its learning
+rate, epochs, step decay and adversarial mix. Every other layer is frozen; a frozen nested backbone's
+BatchNorm runs in inference mode (Keras 3), which is what fine-tuning a pretrained backbone wants.
+Each phase starts from the best weights (by val accuracy) of the phase before it.
+
+Convengers' "Marvel Phase 5" schedule (``marvel5``, the recipe of ``convengers``):
+
+    1 head          the dense head only                       1e-3, 5 epochs, clean
+    2 resnet101     head + ResNet-101                         1e-4, 5 epochs, FGSM:PGD 10:1
+    3 inception_v3  head + Inception v3                       1e-4, 5 epochs, FGSM:PGD 10:1
+    4 vgg19         head + VGG19 (convolutions and fc1)       1e-5, 5 epochs, FGSM:PGD 10:1
+    5 all           everything                                1e-5, /10 every 7 epochs, 15 epochs, FGSM:PGD 10:1
+
+The report gives phase 5's schedule, the 10:1 FGSM:PGD mix at eps 2/255 and batch 64; the
+learning rates and epochs of phases 1-4 are this project's choice.
+
+Run folder of a phased run: the usual config.json, model.keras (the best weights of the last phase run),
+history.csv (all phases; "phase" is the phase's number and "phase_epoch" the epoch within it),
+metrics.json (the last phase's scores plus "phases": {name: scores}) and curves.png, and
+phases/<name>.csv and phases/progress.json (the finished phases). An interrupted run resumes at the
+first unfinished phase, from that phase's BackupAndRestore folder (backup/<name>).
+"""
+from __future__ import annotations
+
+import csv
+import dataclasses
+import numbers
+import pathlib
+import re
+
+import keras
+
+from training import trainer
+from training.callbacks import read_history
+from training.run_dir import atomic_path, read_json, write_json
+
+
+@dataclasses.dataclass(frozen=True)
+class Phase:
+    """One fit: which top-level layers train, at what learning rate, for how long, against what adversary.
+
+    trainable: top-level layer names or name prefixes ("head_" matches "head_dense1"); "*" matches all.
+    decay_every / decay_factor: the learning rate is multiplied by decay_factor every decay_every
+        epochs (0: constant).
+    adversarial: training.adversarial.AdversarialConfig fields (None: clean training).
+    """
+
+    name: str
+    trainable: tuple[str, ...]
+    learning_rate: float
+    epochs: int
+    decay_every: int = 0
+    decay_factor: float = 0.1
+    adversarial: dict | None = None
+
+    def __post_init__(self):
+        if not re.fullmatch(r"[A-Za-z0-9_.-]+", self.name or ""):
+            raise ValueError(f"A phase name is letters, digits, '_', '.', '-'. Received: name={self.name!r}")
+        if isinstance(self.trainable, str) or not self.trainable:
+            raise ValueError("trainable must be a tuple of layer names or prefixes. "
+                             f"Received: trainable={self.trainable!r}")
+        object.__setattr__(self, "trainable", tuple(self.trainable))
+        if not (isinstance(self.learning_rate, numbers.Real) and self.learning_rate > 0):
+            raise ValueError(f"learning_rate must be > 0. Received: learning_rate={self.learning_rate!r}")
+        if isinstance(self.epochs, bool) or not isinstance(self.epochs, numbers.Integral) or self.epochs < 1:
+            raise ValueError(f"epochs must be an integer >= 1. Received: epochs={self.epochs!r}")
+        if (isinstance(self.decay_every, bool) or not isinstance(self.decay_every, numbers.Integral)
+                or self.decay_every < 0):
+            raise ValueError(f"decay_every must be an integer >= 0. Received: decay_every={self.decay_every!r}")
+
+    def trains(self, layer_name: str) -> bool:
+        return any(prefix == "*" or layer_name.startswith(prefix) for prefix in self.trainable)
+
+
+MARVEL_ADVERSARIAL = {"attacks": {"fgsm": 10, "pgd": 1}, "eps": 2 / 255}
+MARVEL_PHASE_5 = (
+    Phase("head", ("head_",), 1e-3, 5),
+    Phase("resnet101", ("head_", "resnet101"), 1e-4, 5, adversarial=MARVEL_ADVERSARIAL),
+    Phase("inception_v3", ("head_", "inception_v3"), 1e-4, 5, adversarial=MARVEL_ADVERSARIAL),
+    Phase("vgg19", ("head_", "vgg19"), 1e-5, 5, adversarial=MARVEL_ADVERSARIAL),
+    Phase("all", ("*",), 1e-5, 15, decay_every=7, decay_factor=0.1, adversarial=MARVEL_ADVERSARIAL),
+)
+_SCHEDULES: dict[str, tuple[Phase, ...]] = {"marvel5": MARVEL_PHASE_5}
+
+
+def register_schedule(name: str, phases) -> None:
+    phases = tuple(phases)
+    if not phases or not all(isinstance(phase, Phase) for phase in phases):
+        raise ValueError(f"A schedule is a non-empty sequence of Phase. Received: {phases!r}")
+    if len({phase.name for phase in phases}) != len(phases):
+        raise ValueError(f"Phase names in a schedule must be unique. Received: {[p.name for p in phases]}")
+    _SCHEDULES[name] = phases
+
+
+def get_schedule(name: str) -> tuple[Phase, ...]:
+    if name not in _SCHEDULES:
+        raise ValueError(f"Unknown phase schedule {name!r}. Known schedules: {', '.join(sorted(_SCHEDULES))}")
+    return _SCHEDULES[name]
+
+
+def select_phases(schedule: tuple[Phase, ...], spec: str | None = None) -> list[tuple[int, Phase]]:
+    """(number, phase) pairs chosen by ``spec``: None for all, or numbers, ranges and names: "2-4", "1,5", "all"."""
+    if spec is None or not str(spec).strip():
+        return list(enumerate(schedule, start=1))
+    names = [phase.name for phase in schedule]
+    chosen = set()
+    for part in str(spec).split(","):
+        part = part.strip()
+        match = re.fullmatch(r"(\d+)(?:-(\d+))?", part)
+        if match and 1 <= int(match.group(1)) <= int(match.group(2) or match.group(1)) <= len(schedule):
+            chosen.update(range(int(match.group(1)), int(match.group(2) or match.group(1)) + 1))
+        elif part in names:
+            chosen.add(names.index(part) + 1)
+        else:
+            raise ValueError(f"--phases takes numbers 1-{len(schedule)}, ranges like 2-4 or names "
+                             f"({', '.join(names)}), comma-separated. Received: phases={spec!r}")
+    return [(number, schedule[number - 1]) for number in sorted(chosen)]
+
+
+def check_phase_spec(recipe, spec: str | None) -> str | None:
+    """``spec`` if it selects phases of ``recipe``'s schedule; a ValueError naming the problem otherwise."""
+    if spec is None:
+        return None
+    if not recipe.phases:
+        raise ValueError(f"--phases needs a multi-phase recipe; {recipe.model} trains in one phase. Received: {spec!r}")
+    select_phases(get_schedule(recipe.phases), spec)
+    return spec
+
+
+def set_trainable(model: keras.Model, phase: Phase) -> list[str]:
+    """Make exactly ``phase``'s top-level layers trainable (sublayers included); return their names."""
+    model.trainable = True  # a frozen parent hides its sublayers' weights whatever their own flag
+    trained = []
+    for layer in model.layers:
+        layer.trainable = phase.trains(layer.name)
+        if layer.trainable and layer.trainable_weights:
+            trained.append(layer.name)
+    if not trained:
+        raise ValueError(f"Phase {phase.name!r} trains no layer of {model.name}: none of its layers with weights "
+                         f"matches {phase.trainable}. Layers: {', '.join(layer.name for layer in model.layers)}")
+    return trained
+
+
+def _phase_recipe(recipe, phase: Phase):
+    # --epochs on a phased recipe caps every phase (the recipe's own epochs is the longest phase).
+    return dataclasses.replace(recipe, learning_rate=phase.learning_rate, epochs=min(phase.epochs, recipe.epochs),
+                               step_decay_epochs=phase.decay_every, step_decay_factor=phase.decay_factor)
+
+
+def _adversarial_options(phase: Phase, config) -> dict | None:
+    """The phase's adversary; train.py's --adv flags replace the mix of the phases that have one."""
+    if phase.adversarial is None:
+        return None
+    return {**phase.adversarial, "seed": config.seed, **(config.adversarial or {})}
+
+
+def _train_phase(config, number, phase, base, strategy, splits, datasets, run_dir, extra_callbacks) -> dict:
+    train_split, val_split = splits
+    train_data, val_data, steps = datasets
+    recipe = _phase_recipe(config.recipe, phase)
+    options = _adversarial_options(phase, config)
+    with strategy.scope():
+        trained = set_trainable(base, phase)
+        model, adversarial_callbacks = base, []
+        if options:
+            model, adversarial_callbacks = trainer._adversarial_training(base, options, val_split)
+        trainer.compile_for_training(model, recipe, config.jit_compile)
+
+    history_path = run_dir / "phases" / f"{phase.name}.csv"
+    backup_dir = run_dir / "backup" / phase.name
+    # A history without a finished phase is a crashed attempt: keep the epochs its backup holds.
+    previous, best = trainer.resumed_history(history_path, backup_dir, history_path.exists())
+    callbacks = trainer.fit_callbacks(
+        config, recipe, base, checkpoint=run_dir / "model.keras", history_path=history_path, backup_dir=backup_dir,
+        previous=previous, best=best, adversarial=adversarial_callbacks, extra=extra_callbacks,
+        tensorboard_dir=run_dir / "tensorboard" / phase.name)
+    print(f"phase {number} {phase.name}: training {', '.join(trained)} at {phase.learning_rate:g} for "
+          f"{recipe.epochs} epochs{', adversarial ' + str(options['attacks']) if options else ''}")
+    model.fit(train_data, epochs=recipe.epochs, steps_per_epoch=steps, validation_data=val_data,
+              callbacks=callbacks, verbose=config.verbose)
+
+    metrics = trainer.final_metrics(run_dir, val_data, base.count_params(), history_path=history_path)
+    trainable = sum(int(keras.ops.size(variable)) for variable in base.trainable_variables)
+    metrics.update(phase=number, learning_rate=phase.learning_rate, trained_layers=trained,
+                   trainable_parameters=trainable, adversarial=options)
+    return metrics
+
+
+def _write_history(run_dir: pathlib.Path, finished: dict) -> pathlib.Path:
+    """All finished phases' histories in one file, epochs counted across phases."""
+    rows, fields = [], ["epoch", "phase", "phase_epoch"]
+    for name, metrics in finished.items():
+        for row in read_history(run_dir / "phases" / f"{name}.csv"):
+            rows.append({**row, "epoch": len(rows), "phase": metrics["phase"], "phase_epoch": row["epoch"]})
+            fields += [key for key in row if key not in fields]
+    path = run_dir / "history.csv"
+    with atomic_path(path) as temporary, temporary.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=fields, restval="")
+        writer.writeheader()
+        writer.writerows(rows)
+    return path
+
+
+def train_phases(config, run_dir, *, resume: bool = False, extra_callbacks: tuple = ()) -> pathlib.Path:
+    """Run the selected phases of ``config.recipe.phases`` into ``run_dir``; with ``resume`` skip finished ones."""
+    run_dir = pathlib.Path(run_dir)
+    selected = select_phases(get_schedule(config.recipe.phases), config.phases)
+    strategy = trainer.start(config)
+    splits = trainer.load_splits(config)
+    with strategy.scope():
+        base = trainer.build_model(config, splits[0])
+    run_dir = trainer.open_run_dir(config, run_dir, strategy, splits[0], resume)
+    (run_dir / "phases").mkdir(exist_ok=True)
+    progress_path = run_dir / "phases" / "progress.json"
+    finished = read_json(progress_path)["finished"] if resume and progress_path.exists() else {}
+    finished = dict(sorted(finished.items(), key=lambda item: item[1]["phase"]))  # JSON files sort their keys
+    if finished:
+        # The best weights of the last finished phase; a phase interrupted after its first epoch then
+        # restores its own later weights from its backup.
+        base.load_weights(run_dir / "model.keras")
+    datasets = trainer.make_datasets(config, config.recipe, *splits)
+
+    for number, phase in selected:
+        if phase.name in finished:
+            continue
+        finished[phase.name] = _train_phase(config, number, phase, base, strategy, splits, datasets, run_dir,
+                                            extra_callbacks)
+        finished = dict(sorted(finished.items(), key=lambda item: item[1]["phase"]))
+        write_json(progress_path, {"finished": finished})
+        base.load_weights(run_dir / "model.keras")  # the next phase starts from this phase's best
+    backup_root = run_dir / "backup"
+    if backup_root.is_dir() and not any(backup_root.iterdir()):
+        backup_root.rmdir()
+
+    history_path = _write_history(run_dir, finished)
+    last = finished[selected[-1][1].name]
+    seconds = sum(metrics["total_seconds"] for metrics in finished.values())
+    epochs = sum(metrics["epochs"] for metrics in finished.values())
+    summary = {**last, "epochs": epochs, "total_seconds": seconds, "seconds_per_epoch": seconds / max(epochs, 1),
+               "parameters": int(base.count_params()), "phases": finished}
+    write_json(run_dir / "metrics.json", summary)
+    from analysis.plots import plot_history
+
+    plot_history(history_path, run_dir / "curves.png", title=f"{config.model} on {config.dataset}, phases "
+                 f"{', '.join(str(number) for number, _ in selected)}")
+    return run_dir

@@ -1,0 +1,411 @@
+"""Keras Tuner searches over a zoo model's recipe, and the trial table they leave.
+
+Two search spaces, both on top of the model's recipe (`training.recipes.get_recipe`):
+
+- ``optimizer``: the optimizer (a choice) and its learning rate (log-uniform between two bounds),
+  the CS182 study on BravoNet v3;
+- ``augment``: the augmentation policy (none, A, B, C) and, when an attack mix is given, the
+  adversarial training eps (1, 2, 4 or 8 / 255), trained with `training.adversarial.AdversarialModel`.
+
+Every trial starts clean: `CleanTrials.run_trial` clears the Keras session and seeds every
+generator with ``seed + trial index`` before the model is built, and each trial gets a new model,
+optimizer and tf.data pipeline. Nothing (optimizer slots, graph, layer names, RNG state) carries
+from one trial into the next, so a trial's score depends only on its hyper-parameters and its
+index, and a resumed or distributed search scores a trial as an uninterrupted one would.
+
+A search folder holds search.json (the settings; a resume must match them), keras_tuner/ (Keras
+Tuner's oracle and trials, which is what makes a search resumable), trials.md and trials.json (the
+table) and best.json (the best trial's recipe fields, for ``train.py --hparams``).
+"""
+from __future__ import annotations
+
+import dataclasses
+import fractions
+import os
+import pathlib
+import shutil
+import time
+
+import keras
+import keras_tuner
+
+import data
+import models
+from data.pipeline import make_dataset, steps_per_epoch
+from training import recipes, trainer
+from training.run_dir import atomic_path, read_json, write_json
+
+SEARCHES = ("optimizer", "augment")
+TUNERS = {"random": keras_tuner.RandomSearch, "bayesian": keras_tuner.BayesianOptimization,
+          "hyperband": keras_tuner.Hyperband}
+POLICIES = ("none", "A", "B", "C")
+EPS_CHOICES = (1 / 255, 2 / 255, 4 / 255, 8 / 255)
+PROJECT_NAME = "keras_tuner"
+ROBUST_IMAGES = 256  # held-out images for the robust-accuracy objective
+OUTPUT_FILES = ("search.json", "trials.md", "trials.json", "best.json")
+
+
+@dataclasses.dataclass(frozen=True)
+class SearchSettings:
+    """Everything that defines a search; all but ``trials`` must match to resume one."""
+
+    model: str
+    search: str = "optimizer"
+    dataset: str = "tiny-imagenet"
+    data: str | None = None
+    classes: int | None = None
+    per_class: int | None = None
+    batch_size: int | None = None
+    image_size: int | None = None
+    optimizers: tuple = ("adam", "rmsprop", "adadelta", "sgd")
+    lr_min: float = 1e-4
+    lr_max: float = 1e-2
+    adv: str | None = None  # an attack mix for AdversarialConfig, only with search="augment"
+    adv_fraction: float = 0.5
+    eval_eps: float = 8 / 255  # the PGD radius of the objective when adv is set
+    trials: int = 20
+    epochs: int = 5
+    tuner: str = "random"
+    seed: int = 0
+
+    def validate(self) -> None:
+        """Raise ValueError on any bad setting, before data is read or a folder is made."""
+        models.get_builder(self.model)
+        if getattr(self.recipe(), "phases", None):  # learning rates then live in each phase
+            raise ValueError(f"{self.model}'s recipe trains in phases: tune.py searches one-phase recipes")
+        if self.search not in SEARCHES:
+            raise ValueError(f"Unknown search {self.search!r}. Known searches: {', '.join(SEARCHES)}")
+        if self.tuner not in TUNERS:
+            raise ValueError(f"Unknown tuner {self.tuner!r}. Known tuners: {', '.join(TUNERS)}")
+        if self.dataset not in data.DATASETS:
+            raise ValueError(f"Unknown dataset {self.dataset!r}. Known datasets: {', '.join(data.DATASETS)}")
+        unknown = [name for name in self.optimizers if name not in trainer.OPTIMIZERS]
+        if unknown or not self.optimizers:
+            raise ValueError(f"Unknown optimizer {', '.join(map(repr, unknown)) or '(none given)'}. "
+                             f"Known optimizers: {', '.join(trainer.OPTIMIZERS)}")
+        if not 0 < self.lr_min < self.lr_max:
+            raise ValueError(f"Need 0 < --lr-min < --lr-max. Received: lr_min={self.lr_min}, lr_max={self.lr_max}")
+        for name, value in (("trials", self.trials), ("epochs", self.epochs), ("batch_size", self.batch_size)):
+            if value is not None and value < 1:
+                raise ValueError(f"`{name}` must be >= 1. Received: {name}={value}")
+        if self.adv is not None:
+            if self.search != "augment":
+                raise ValueError(f"--adv tunes eps, which only the augment search does. Received: search={self.search!r}")
+            self.adversarial_config(EPS_CHOICES[-1], seed=0)  # a bad mix or fraction fails here
+            if not 0 < self.eval_eps <= 1:
+                raise ValueError(f"`eval_eps` must be in (0, 1]. Received: eval_eps={self.eval_eps}")
+
+    @property
+    def objective(self) -> str:
+        # Ranked by clean accuracy, adversarial training would always pick the smallest eps.
+        return "val_robust_accuracy" if self.adv else "val_accuracy"
+
+    def identity(self) -> dict:
+        payload = dataclasses.asdict(self)
+        payload.pop("trials")
+        payload["optimizers"] = list(self.optimizers)
+        return payload
+
+    def train_config(self) -> trainer.TrainConfig:
+        return trainer.default_config(self.model, dataset=self.dataset, data=self.data, classes=self.classes,
+                                      per_class=self.per_class, image_size=self.image_size, seed=self.seed)
+
+    def recipe(self) -> recipes.Recipe:
+        return recipes.override(recipes.get_recipe(self.model, self.dataset), batch_size=self.batch_size)
+
+    def adversarial_config(self, eps: float, seed: int):
+        from training.adversarial import AdversarialConfig
+
+        return AdversarialConfig(attacks=self.adv, fraction=self.adv_fraction, eps=eps, seed=seed)
+
+
+class RobustAccuracy(keras.callbacks.Callback):
+    """Adds ``val_robust_accuracy``, PGD-10 accuracy at a fixed eps on held-out images, to the epoch
+    logs; put it before the callbacks that read them. Every trial is measured at the same eps."""
+
+    def __init__(self, images, labels, eps: float, steps: int = 10):
+        super().__init__()
+        self.images, self.labels = images.astype("float32") / 255.0, labels
+        self.attack = dict(eps=eps, step_size=2.5 * eps / steps, steps=steps, seed=0)
+
+    def on_epoch_end(self, epoch, logs=None):
+        from augment import attacks
+
+        adversarial = attacks.pgd(self.model, self.images, self.labels, **self.attack)
+        predicted = keras.ops.argmax(self.model(adversarial, training=False), axis=-1)
+        if logs is not None:
+            logs["val_robust_accuracy"] = float(keras.ops.mean(keras.ops.equal(predicted, self.labels)))
+
+
+class ZooHyperModel(keras_tuner.HyperModel):
+    """A zoo model and its recipe with the searched fields as hyper-parameters.
+
+    `fit` takes the train and val `data.Split`s (loaded once per search); the tf.data pipelines
+    are made per trial, seeded with the trial's seed, with the trial's augmentation."""
+
+    def __init__(self, settings: SearchSettings):
+        super().__init__(name=settings.model)
+        self.settings = settings
+        self.base_recipe = settings.recipe()
+        self.num_classes, self.input_shape = None, None  # set by `use_data`
+        self.trial_seed = settings.seed
+
+    def use_data(self, train_split: data.Split) -> None:
+        self.num_classes, self.input_shape = train_split.num_classes, train_split.image_shape
+
+    def begin_trial(self, index: int) -> None:
+        """A clean Keras state and seeds for trial ``index``: see the module docstring."""
+        keras.backend.clear_session()
+        self.trial_seed = self.settings.seed + index
+        keras.utils.set_random_seed(self.trial_seed)
+
+    def values(self, hp: keras_tuner.HyperParameters) -> dict:
+        """Declares this search's hyper-parameters in ``hp``; returns their values as recipe fields."""
+        settings = self.settings
+        if settings.search == "optimizer":
+            return {"optimizer": hp.Choice("optimizer", list(settings.optimizers)),
+                    "learning_rate": hp.Float("learning_rate", settings.lr_min, settings.lr_max, sampling="log")}
+        values = {"augment": hp.Choice("augment", list(POLICIES))}
+        if settings.adv:
+            values["eps"] = hp.Choice("eps", list(EPS_CHOICES), ordered=True)
+        return values
+
+    def declare_hyperparameters(self, hp):
+        self.values(hp)
+
+    def trial_recipe(self, values: dict) -> recipes.Recipe:
+        return recipes.override(self.base_recipe, **{key: value for key, value in values.items() if key != "eps"})
+
+    def build(self, hp):
+        if self.input_shape is None:
+            raise RuntimeError("ZooHyperModel.use_data must be called before a model is built")
+        values = self.values(hp)
+        # Keras Tuner clears the session again between run_trial and build, which forgets Keras'
+        # seed; seeding here too makes the weights depend on the trial's seed alone.
+        keras.utils.set_random_seed(self.trial_seed)
+        base = models.build(self.settings.model, num_classes=self.num_classes, input_shape=self.input_shape)
+        model = base
+        if self.settings.adv:
+            from training.adversarial import AdversarialModel
+
+            model = AdversarialModel(base, self.settings.adversarial_config(values["eps"], self.trial_seed))
+            model.build((None, *self.input_shape))
+        trainer.compile_for_training(model, self.trial_recipe(values))
+        return model
+
+    def fit(self, hp, model, train_split, val_split, *, callbacks=(), **kwargs):
+        recipe = self.trial_recipe(self.values(hp))
+        augment = None
+        if recipe.augment != "none":
+            from augment import make_augmenter
+
+            augment = make_augmenter(recipe.augment)
+        train_data = make_dataset(train_split, recipe.batch_size, training=True, augment=augment,
+                                  seed=self.trial_seed, repeat=True)
+        val_data = make_dataset(val_split, recipe.batch_size, training=False)
+        extra = []
+        if self.settings.adv:
+            held_out = slice(0, min(ROBUST_IMAGES, len(val_split)))
+            extra.append(RobustAccuracy(val_split.images[held_out], val_split.labels[held_out],
+                                        self.settings.eval_eps))
+        # A trial trains at a constant learning rate: the recipe's plateau schedule and early
+        # stopping need more epochs than a trial has, and would blur the comparison.
+        return model.fit(train_data, steps_per_epoch=steps_per_epoch(len(train_split), recipe.batch_size),
+                         validation_data=val_data, callbacks=[*extra, *callbacks], **kwargs)
+
+
+class CleanTrials:
+    """Mixed into a Keras Tuner tuner: clean, seeded trials that report their duration."""
+
+    trials_run = 0
+
+    def run_trial(self, trial, *args, **kwargs):
+        self.hypermodel.begin_trial(int(trial.trial_id))
+        started = time.perf_counter()
+        histories = super().run_trial(trial, *args, **kwargs)
+        seconds = time.perf_counter() - started
+        self.trials_run += 1
+        return [{**best_epoch_logs(history, self.oracle.objective.name), "seconds": seconds} for history in histories]
+
+    def _populate_initial_space(self):
+        # Keras Tuner's default builds a model to find conditional hyper-parameters; this space has
+        # none, so declaring is enough, and a chief that only serves the oracle never needs data.
+        hp = self.oracle.get_space()
+        self.hypermodel.declare_hyperparameters(hp)
+        self.oracle.update_space(hp)
+
+
+def best_epoch_logs(history: keras.callbacks.History, objective: str) -> dict:
+    """The logs of the epoch with the highest ``objective`` (what Keras Tuner records for a History)."""
+    logs = history.history
+    best = max(range(len(logs[objective])), key=logs[objective].__getitem__)
+    return {name: float(values[best]) for name, values in logs.items()}
+
+
+def make_tuner(settings: SearchSettings, hypermodel: ZooHyperModel, directory, overwrite: bool = False):
+    """A Keras Tuner tuner of kind ``settings.tuner`` with clean trials; ``overwrite=False`` reloads
+    the oracle from ``directory`` so finished trials are not run again."""
+    base = TUNERS[settings.tuner]
+    tuner_class = type(f"Clean{base.__name__}", (CleanTrials, base), {})
+    budget = {"max_epochs": settings.epochs} if settings.tuner == "hyperband" else {"max_trials": settings.trials}
+    # The oracle's seed (Keras Tuner reads 0 as "unseeded", hence + 1) fixes the sequence of values tried.
+    return tuner_class(hypermodel=hypermodel, objective=keras_tuner.Objective(settings.objective, "max"),
+                       seed=settings.seed + 1, directory=str(directory), project_name=PROJECT_NAME,
+                       overwrite=overwrite, **budget)
+
+
+def distributed_role() -> str:
+    """"chief" or "worker" under Keras Tuner's distributed mode (KERASTUNER_* variables), else "alone"."""
+    if "KERASTUNER_ORACLE_IP" not in os.environ:
+        return "alone"
+    if missing := [name for name in ("KERASTUNER_ORACLE_PORT", "KERASTUNER_TUNER_ID") if name not in os.environ]:
+        raise ValueError(f"KERASTUNER_ORACLE_IP is set but {' and '.join(missing)} is not")
+    return "chief" if "chief" in os.environ["KERASTUNER_TUNER_ID"] else "worker"
+
+
+def prepare_directory(settings: SearchSettings, directory: pathlib.Path, overwrite: bool, role: str) -> None:
+    """Check a resumed search has the same settings, or clear the folder for ``overwrite``."""
+    if overwrite and role == "worker":
+        raise ValueError("--overwrite is for the chief only: a worker would delete the search under it")
+    if overwrite:
+        for name in OUTPUT_FILES:
+            (directory / name).unlink(missing_ok=True)
+        shutil.rmtree(directory / PROJECT_NAME, ignore_errors=True)
+    saved_path = directory / "search.json"
+    if saved_path.exists():
+        saved = read_json(saved_path)
+        changed = [f"{key}: {saved.get(key)!r} -> {value!r}" for key, value in settings.identity().items()
+                   if saved.get(key) != value]
+        if changed:
+            raise ValueError(f"{directory} holds a search with other settings ({'; '.join(changed)}): "
+                             "pass --overwrite to start anew or --dir for a new folder")
+    directory.mkdir(parents=True, exist_ok=True)
+    if role != "worker":
+        write_json(saved_path, settings.identity())
+
+
+@dataclasses.dataclass
+class SearchOutcome:
+    directory: pathlib.Path
+    trials_run: int  # trials this call ran (0 for a chief, which only serves the oracle)
+    rows: list | None = None  # None on a worker: the chief holds the table
+    best: dict | None = None
+    markdown: str | None = None
+
+
+def run_search(settings: SearchSettings, directory=None, *, overwrite: bool = False, verbose: int = 1,
+               command: str = "") -> SearchOutcome:
+    """Run (or resume) a search; all but a worker write the table and best.json into ``directory``."""
+    settings.validate()
+    role = distributed_role()
+    directory = pathlib.Path(directory or f"tuning/{settings.model}-{settings.search}")
+    config = settings.train_config()
+    prepare_directory(settings, directory, overwrite, role)
+    hypermodel = ZooHyperModel(settings)
+    tuner = make_tuner(settings, hypermodel, directory, overwrite=overwrite)
+    if role == "chief":
+        tuner.search(verbose=verbose)  # serves the oracle until the workers have run every trial
+    else:
+        train_split, val_split = trainer.load_splits(config)
+        hypermodel.use_data(train_split)
+        tuner.search(train_split, val_split, epochs=settings.epochs, verbose=verbose)
+    if role == "worker":
+        return SearchOutcome(directory, tuner.trials_run)
+    rows = trial_rows(tuner.oracle, settings)
+    best_trials = [trial for trial in tuner.oracle.get_best_trials(1) if trial.score is not None]
+    best = best_fields(settings, best_trials[0].hyperparameters.values) if best_trials else None
+    markdown = trial_table(settings, rows, best_trials[0].trial_id if best_trials else None, command)
+    write_json(directory / "trials.json", {"settings": settings.identity(), "command": command,
+                                           "objective": settings.objective, "trials": rows})
+    write_text(directory / "trials.md", markdown)
+    if best is not None:
+        write_json(directory / "best.json", best)
+    return SearchOutcome(directory, tuner.trials_run, rows, best, markdown)
+
+
+def best_fields(settings: SearchSettings, values: dict) -> dict:
+    """The best trial as the recipe (and adversarial) fields ``train.py --hparams`` reads."""
+    if settings.search == "optimizer":
+        return {"optimizer": values["optimizer"], "learning_rate": float(values["learning_rate"])}
+    best = {"augment": values["augment"]}
+    if settings.adv:
+        best.update(adv=settings.adv, adv_fraction=settings.adv_fraction, eps=float(values["eps"]))
+    return best
+
+
+def _columns(settings: SearchSettings) -> list[tuple[str, str]]:
+    """(row key, column title) pairs of the table."""
+    if settings.search == "optimizer":
+        columns = [("optimizer", "optimizer"), ("learning_rate", "learning rate")]
+    else:
+        columns = [("augment", "augment")] + ([("eps", "eps")] if settings.adv else [])
+    if settings.tuner == "hyperband":
+        columns.append(("epochs", "epochs"))
+    columns.append(("val_accuracy", "val accuracy"))
+    if settings.adv:
+        columns.append(("val_robust_accuracy", f"PGD-10 accuracy at {pixels(settings.eval_eps)}"))
+    return [("trial", "trial")] + columns + [("seconds", "seconds")]
+
+
+def trial_rows(oracle, settings: SearchSettings) -> list[dict]:
+    rows = []
+    for trial_id in sorted(oracle.trials, key=int):  # ids widen as --trials grows
+        trial = oracle.trials[trial_id]
+        values = trial.hyperparameters.values
+        fields = best_fields(settings, values)
+        row = {"trial": trial_id, "status": trial.status,
+               **{key: value for key, value in fields.items() if key not in ("adv", "adv_fraction")}}
+        if "tuner/epochs" in values:
+            row["epochs"] = values["tuner/epochs"]
+        for name in ("val_accuracy", "val_robust_accuracy", "seconds"):
+            if trial.metrics.exists(name):
+                row[name] = float(trial.metrics.get_last_value(name))
+        rows.append(row)
+    return rows
+
+
+def pixels(eps: float) -> str:
+    """8/255 rather than 0.0314: eps in the unit the literature uses."""
+    fraction = fractions.Fraction(eps).limit_denominator(255)
+    return f"{fraction.numerator}/{fraction.denominator}" if fraction.denominator == 255 else f"{eps:.4g}"
+
+
+_FORMATS = {"learning_rate": "{:.2e}".format, "eps": lambda value: pixels(value), "seconds": "{:.1f}".format,
+            "val_accuracy": "{:.4f}".format, "val_robust_accuracy": "{:.4f}".format}
+
+
+def _cell(key: str, row: dict) -> str:
+    value = row.get(key)
+    if value is None:  # a trial that failed or is still running
+        return row["status"].lower() if key in ("val_accuracy", "seconds") else ""
+    return _FORMATS.get(key, str)(value)
+
+
+def trial_table(settings: SearchSettings, rows: list[dict], best_id: str | None, command: str = "") -> str:
+    """The trials as Markdown, best trial in bold, with what produced them."""
+    columns = _columns(settings)
+    budget = "Hyperband" if settings.tuner == "hyperband" else f"{settings.tuner}, {settings.trials} trials"
+    where = settings.dataset + (f", {settings.classes} classes" if settings.classes else "") + (
+        f", {settings.per_class}/class" if settings.per_class else "")
+    epochs = ("at most " if settings.tuner == "hyperband" else "") + f"{settings.epochs} epoch" + (
+        "s" if settings.epochs > 1 else "")
+    lines = [f"{settings.model} on {where}: {settings.search} search ({budget}, {epochs} each, "
+             f"objective {settings.objective})", ""]
+    if command:
+        lines += [f"    {command}", ""]
+    lines.append("| " + " | ".join(title for _, title in columns) + " |")
+    lines.append("|" + " --- |" * len(columns))
+    for row in rows:
+        cells = [_cell(key, row) for key, _ in columns]
+        if row["trial"] == best_id:
+            cells = [f"**{cell}**" if cell else cell for cell in cells]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def write_text(path, text: str) -> None:
+    path = pathlib.Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as temporary:
+        temporary.write_text(text)
+
