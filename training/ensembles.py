@@ -145,7 +145,7 @@ def train_alphastack(members: list[Member], run_dir, *, head=(512, 256), **data_
     stack = build_alphastack(members, val_split.image_shape, head)
     trainer.compile_for_training(stack, config.recipe)
     _write_config(run_dir, config, members, val_split, head=list(head))
-    train_data, val_data, steps = trainer.make_datasets(config, config.recipe, train_split, val_split)
+    train_data, val_data, steps = trainer.make_datasets(config.recipe, train_split, val_split, config.seed)
     callbacks = trainer.fit_callbacks(config, config.recipe, stack, checkpoint=run_dir / "model.keras",
                                       history_path=run_dir / "history.csv", backup_dir=run_dir / "backup",
                                       previous=[], best=-math.inf)

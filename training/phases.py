@@ -220,7 +220,7 @@ def train_phases(config, run_dir, *, resume: bool = False, extra_callbacks: tupl
         # The best weights of the last finished phase; a phase interrupted after its first epoch then
         # restores its own later weights from its backup.
         base.load_weights(run_dir / "model.keras")
-    datasets = trainer.make_datasets(config, config.recipe, *splits)
+    datasets = trainer.make_datasets(config.recipe, *splits, config.seed)
 
     for number, phase in selected:
         if phase.name in finished:

@@ -182,7 +182,7 @@ def resumed_history(history_path: pathlib.Path, backup_dir: pathlib.Path, resume
     return previous, max((row.get("val_accuracy", -math.inf) for row in previous), default=-math.inf)
 
 
-def make_datasets(config: TrainConfig, recipe: Recipe, train_split: data.Split, val_split: data.Split):
+def make_datasets(recipe: Recipe, train_split: data.Split, val_split: data.Split, seed: int):
     """(train data, val data, steps per epoch) with the recipe's augmentation and batch size."""
     augment = None
     if recipe.augment != "none":
@@ -190,7 +190,7 @@ def make_datasets(config: TrainConfig, recipe: Recipe, train_split: data.Split, 
 
         augment = make_augmenter(recipe.augment)
     train_data = make_dataset(train_split, recipe.batch_size, training=True, augment=augment,
-                              seed=config.seed, repeat=True)
+                              seed=seed, repeat=True)
     val_data = make_dataset(val_split, recipe.batch_size, training=False)
     return train_data, val_data, math.ceil(len(train_split) / recipe.batch_size)
 
@@ -237,7 +237,7 @@ def train(config: TrainConfig, run_dir: str | pathlib.Path, *, resume: bool = Fa
     history_path = run_dir / "history.csv"
     backup_dir = run_dir / "backup"
     previous, best = resumed_history(history_path, backup_dir, resume)
-    train_data, val_data, steps = make_datasets(config, recipe, train_split, val_split)
+    train_data, val_data, steps = make_datasets(recipe, train_split, val_split, config.seed)
     callbacks = fit_callbacks(config, recipe, base, checkpoint=run_dir / "model.keras", history_path=history_path,
                               backup_dir=backup_dir, previous=previous, best=best, adversarial=adversarial_callbacks,
                               extra=extra_callbacks, tensorboard_dir=run_dir / "tensorboard")

@@ -31,7 +31,6 @@ import keras_tuner
 
 import data
 import models
-from data.pipeline import make_dataset, steps_per_epoch
 from training import recipes, trainer
 from training.run_dir import atomic_path, read_json, write_json
 
@@ -195,14 +194,7 @@ class ZooHyperModel(keras_tuner.HyperModel):
 
     def fit(self, hp, model, train_split, val_split, *, callbacks=(), **kwargs):
         recipe = self.trial_recipe(self.values(hp))
-        augment = None
-        if recipe.augment != "none":
-            from augment import make_augmenter
-
-            augment = make_augmenter(recipe.augment)
-        train_data = make_dataset(train_split, recipe.batch_size, training=True, augment=augment,
-                                  seed=self.trial_seed, repeat=True)
-        val_data = make_dataset(val_split, recipe.batch_size, training=False)
+        train_data, val_data, steps = trainer.make_datasets(recipe, train_split, val_split, self.trial_seed)
         extra = []
         if self.settings.adv:
             held_out = slice(0, min(ROBUST_IMAGES, len(val_split)))
@@ -210,7 +202,7 @@ class ZooHyperModel(keras_tuner.HyperModel):
                                         self.settings.eval_eps))
         # A trial trains at a constant learning rate: the recipe's plateau schedule and early
         # stopping need more epochs than a trial has, and would blur the comparison.
-        return model.fit(train_data, steps_per_epoch=steps_per_epoch(len(train_split), recipe.batch_size),
+        return model.fit(train_data, steps_per_epoch=steps,
                          validation_data=val_data, callbacks=[*extra, *callbacks], **kwargs)
 
 
