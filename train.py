@@ -107,16 +107,11 @@ def apply_adversarial_hparams(args, hparams: dict) -> None:
 
 def model_options(args) -> dict:
     """Builder options from the transfer flags; an option the model does not take fails before any data is read."""
-    import inspect
-
-    import models
+    from models.registry import check_options
 
     options = {name: value for name, value in (("weights", args.weights), ("backbone_size", args.backbone_size))
                if value is not None}
-    unknown = set(options) - set(inspect.signature(models.get_builder(args.model)).parameters)
-    if unknown:
-        flags = ", ".join("--" + name.replace("_", "-") for name in sorted(unknown))
-        raise ValueError(f"{args.model} takes no option {flags}")
+    check_options(args.model, options)
     return options
 
 

@@ -29,6 +29,17 @@ def get_builder(name: str) -> Callable[..., keras.Model]:
     return _BUILDERS[name]
 
 
+def check_options(name: str, options: dict) -> None:
+    """Raise ValueError naming every option in ``options`` that the builder ``name`` does not take."""
+    accepted = inspect.signature(get_builder(name)).parameters
+    if any(p.kind is p.VAR_KEYWORD for p in accepted.values()):
+        return
+    unknown = sorted(set(options) - set(accepted))
+    if unknown:
+        known = sorted(set(accepted) - {"num_classes", "input_shape"})
+        raise ValueError(f"{name} takes no option {', '.join(unknown)}. Its options: {', '.join(known)}")
+
+
 def build(name: str, num_classes: int = 200, input_shape=None, **options) -> keras.Model:
     """Build the registered model ``name`` (uncompiled, logits out).
 
@@ -36,12 +47,7 @@ def build(name: str, num_classes: int = 200, input_shape=None, **options) -> ker
     seed upscaled its data). An option the builder does not take raises ValueError.
     """
     builder = get_builder(name)
-    accepted = inspect.signature(builder).parameters
-    if not any(p.kind is p.VAR_KEYWORD for p in accepted.values()):
-        unknown = sorted(set(options) - set(accepted))
-        if unknown:
-            known = sorted(set(accepted) - {"num_classes", "input_shape"})
-            raise ValueError(f"{name} takes no option {', '.join(unknown)}. Its options: {', '.join(known)}")
+    check_options(name, options)
     if input_shape is not None:
         options["input_shape"] = tuple(input_shape)
     return builder(num_classes=num_classes, **options)

@@ -105,6 +105,7 @@ def test_recipes_follow_the_seed_reports():
     (["cis680_allconv", "--dataset", "digits", "--augment", "Z"], "'Z'"),
     (["cis680_allconv", "--dataset", "digits", "--hparams", "/nonexistent.json"], "/nonexistent.json"),
     (["--resume", "/nonexistent/run"], "/nonexistent/run"),
+    (["cis680_allconv", "--dataset", "digits", "--weights", "none"], "cis680_allconv takes no option weights"),
 ])
 def test_cli_errors_are_one_line_with_exit_status_2(argv, needle, capsys, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
