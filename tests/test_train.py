@@ -12,7 +12,7 @@ import pytest
 import train as train_cli
 from analysis import results_table
 from training import trainer
-from training.callbacks import read_history
+from training.callbacks import ResumableEarlyStopping, ResumableReduceLROnPlateau, read_history
 from training.recipes import get_recipe, override
 
 FAST = dict(dataset="digits", classes=4, per_class=40, verbose=0)
@@ -126,3 +126,23 @@ def test_mirrored_strategy_on_two_logical_cpus(tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     assert "MirroredStrategy: 2 replicas in sync" in result.stdout
     assert json.loads((tmp_path / "run" / "metrics.json").read_text())["epochs"] == 1
+
+
+def test_plateau_callbacks_count_patience_across_a_resume():
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    model.compile(optimizer=keras.optimizers.SGD(0.1), loss="mse")
+    finished = [{"epoch": 0, "val_accuracy": 0.5}, {"epoch": 1, "val_accuracy": 0.4},
+                {"epoch": 2, "val_accuracy": 0.45}]
+    stopping = ResumableEarlyStopping("val_accuracy", mode="max", patience=3, finished_epochs=finished)
+    plateau = ResumableReduceLROnPlateau("val_accuracy", mode="max", factor=0.5, patience=2,
+                                         finished_epochs=finished)
+    for callback in (stopping, plateau):
+        callback.set_model(model)
+        callback.on_train_begin()
+    assert (stopping.best, stopping.wait) == (0.5, 2)
+    # The replay reached plateau's patience but leaves the rate to the backup's restore.
+    assert (plateau.best, plateau.wait) == (0.5, 0)
+    assert float(model.optimizer.learning_rate) == pytest.approx(0.1)
+
+    stopping.on_epoch_end(3, {"val_accuracy": 0.45})
+    assert model.stop_training  # a fresh EarlyStopping would wait three more epochs

@@ -47,6 +47,38 @@ class BestModelCheckpoint(keras.callbacks.Callback):
             self.model_to_save.save(temporary)
 
 
+class _ReplaysFinishedEpochs:
+    """Feeds a resumed run's finished epochs to a plateau callback before training goes on.
+
+    Keras resets EarlyStopping's and ReduceLROnPlateau's counters in ``on_train_begin``, so
+    without this a run resumed after a crash would wait a whole patience again. Replaying the
+    logged epochs restores ``best`` and ``wait`` only: the learning rate is left as it was,
+    because BackupAndRestore brings back the optimizer's own.
+    """
+
+    def __init__(self, *args, finished_epochs=(), **kwargs):
+        super().__init__(*args, **kwargs)
+        self.finished_epochs = [dict(row) for row in finished_epochs]
+
+    def on_train_begin(self, logs=None):
+        super().on_train_begin(logs)
+        if not self.finished_epochs:
+            return
+        optimizer = self.model.optimizer
+        learning_rate = float(keras.ops.convert_to_numpy(optimizer.learning_rate))
+        for row in self.finished_epochs:
+            self.on_epoch_end(row["epoch"], dict(row))
+        optimizer.learning_rate = learning_rate
+
+
+class ResumableEarlyStopping(_ReplaysFinishedEpochs, keras.callbacks.EarlyStopping):
+    """EarlyStopping whose patience counts across ``--resume``."""
+
+
+class ResumableReduceLROnPlateau(_ReplaysFinishedEpochs, keras.callbacks.ReduceLROnPlateau):
+    """ReduceLROnPlateau whose patience counts across ``--resume``."""
+
+
 def read_history(path: str | pathlib.Path) -> list[dict]:
     """Rows of a CSVLogger file as dicts of floats (epoch as int); [] if there is none."""
     path = pathlib.Path(path)

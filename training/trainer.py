@@ -110,17 +110,19 @@ class StepDecay:
         return self.initial * self.factor ** (epoch // self.every)
 
 
-def _schedule_callbacks(recipe: Recipe) -> list:
+def _schedule_callbacks(recipe: Recipe, finished_epochs: list) -> list:
+    """The recipe's schedule and plateau callbacks; ``finished_epochs`` (history rows) resume their patience."""
     result = []
     if recipe.step_decay_epochs > 0:
         result.append(keras.callbacks.LearningRateScheduler(
             StepDecay(recipe.learning_rate, recipe.step_decay_epochs, recipe.step_decay_factor)))
     if recipe.early_stopping_patience > 0:
-        result.append(keras.callbacks.EarlyStopping("val_accuracy", mode="max",
-                                                    patience=recipe.early_stopping_patience))
+        result.append(run_callbacks.ResumableEarlyStopping(
+            "val_accuracy", mode="max", patience=recipe.early_stopping_patience, finished_epochs=finished_epochs))
     if recipe.reduce_lr_factor < 1.0:
-        result.append(keras.callbacks.ReduceLROnPlateau("val_accuracy", mode="max", factor=recipe.reduce_lr_factor,
-                                                        patience=recipe.reduce_lr_patience))
+        result.append(run_callbacks.ResumableReduceLROnPlateau(
+            "val_accuracy", mode="max", factor=recipe.reduce_lr_factor, patience=recipe.reduce_lr_patience,
+            finished_epochs=finished_epochs))
     return result
 
 
@@ -201,7 +203,7 @@ def fit_callbacks(config: TrainConfig, recipe: Recipe, base: keras.Model, *, che
     callbacks = [
         run_callbacks.EpochTimer(),
         *adversarial,
-        *_schedule_callbacks(recipe),
+        *_schedule_callbacks(recipe, previous),
         *extra,
         run_callbacks.BestModelCheckpoint(base, checkpoint, initial_best=best),
         keras.callbacks.CSVLogger(str(history_path), append=bool(previous)),
