@@ -45,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     import data
     import models  # noqa: F401  (registers the zoo's custom layers for loading)
     from analysis import robustness
-    from training.run_dir import atomic_path, read_json, write_json
+    from training.run_dir import read_json, write_json, write_text
 
     target = pathlib.Path(args.target)
     run_config = read_json(target / "config.json") if target.is_dir() else {}
@@ -77,9 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     out_dir = target if target.is_dir() else target.parent
     write_json(out_dir / f"{stem}.json", result)
     for path in filter(None, (out_dir / f"{stem}.md", args.out)):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_path(path) as temporary:
-            temporary.write_text(table)
+        write_text(path, table)
     if target.is_dir() and (target / "metrics.json").exists():
         write_json(target / "metrics.json", {**read_json(target / "metrics.json"), "robustness": result})
     print(f"wrote {out_dir / (stem + '.md')}")

@@ -60,6 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = build_parser().parse_args(argv)
     from training import tuning
+    from training.run_dir import write_text
 
     settings = tuning.SearchSettings(
         model=args.model, search=args.search, dataset="tiny-imagenet" if args.data else args.dataset,
@@ -77,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     finished = sum(row["status"] == "COMPLETED" for row in outcome.rows)
     print(f"{finished} trials finished, {outcome.trials_run} of them in this call")
     if args.results_table:
-        tuning.write_text(args.results_table, outcome.markdown)
+        write_text(args.results_table, outcome.markdown)
         print(f"table: {args.results_table}")
     print(f"search folder: {outcome.directory} (trials.md, trials.json, best.json)")
     if outcome.best is not None:

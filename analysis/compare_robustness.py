@@ -15,7 +15,8 @@ import pathlib
 import sys
 
 from training.cli import run_cli
-from training.run_dir import atomic_path, read_json
+from analysis.robustness import eps_label
+from training.run_dir import read_json, write_text
 
 
 def training_mode(config: dict) -> str:
@@ -24,8 +25,8 @@ def training_mode(config: dict) -> str:
         return "vanilla"
     if adversarial.get("noise_snr_db") is not None and adversarial["attacks"] in ("noise:1", {"noise": 1}):
         return f"noise at {adversarial['noise_snr_db']:g} dB"
-    eps = round(adversarial["eps"] * 255)
-    return f"{adversarial['attacks']} at {eps}/255, {int(100 * adversarial['fraction'])}% adversarial"
+    share = int(100 * adversarial["fraction"])
+    return f"{adversarial['attacks']} at {eps_label(adversarial['eps'])}, {share}% adversarial"
 
 
 def render(run_dirs: list[pathlib.Path], title: str) -> str:
@@ -71,9 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--title", default="Robustness by training method")
     args = parser.parse_args(argv)
     table = render(args.run_dirs, args.title)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(args.out) as temporary:
-        temporary.write_text(table)
+    write_text(args.out, table)
     print(table)
     print(f"wrote {args.out}")
     return 0

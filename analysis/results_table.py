@@ -13,7 +13,7 @@ import pathlib
 import sys
 
 from training.cli import run_cli
-from training.run_dir import atomic_path, read_json, write_json
+from training.run_dir import read_json, write_json, write_text
 
 RESULTS = pathlib.Path("results")
 
@@ -78,8 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     for run_dir in args.run_dirs:
         print(f"recorded {record_run(run_dir, args.results)}")
     page = render(args.results)
-    with atomic_path(args.results / "README.md") as temporary:
-        temporary.write_text(page)
+    write_text(args.results / "README.md", page)
     print(f"wrote {args.results / 'README.md'}")
     return 0
 

@@ -64,7 +64,7 @@ def evaluate_attacks(model, images, labels, *, attack_names, eps_values, snr_val
         if attack_name in ("fgsm", "pgd"):
             for eps in eps_values:
                 attack = _fgsm(eps) if attack_name == "fgsm" else _pgd(eps, pgd_steps, restarts)
-                result["eps"].setdefault(_eps_label(eps), {})[attack_name] = accuracy(
+                result["eps"].setdefault(eps_label(eps), {})[attack_name] = accuracy(
                     model, images, labels, attack, batch_size)
         elif attack_name in ("snr", "noise"):
             for snr in snr_values:
@@ -91,7 +91,7 @@ def sanity_checks(model, images, labels, result, eps_values, pgd_steps, restarts
     checks.append(Check("eps=0 equals clean", abs(at_zero - clean) <= 1e-9, f"{at_zero:.4f} vs clean {clean:.4f}"))
     ordered = sorted(eps_values)
     for attack_name in ("fgsm", "pgd"):
-        values = [result["eps"].get(_eps_label(eps), {}).get(attack_name) for eps in ordered]
+        values = [result["eps"].get(eps_label(eps), {}).get(attack_name) for eps in ordered]
         if None in values:
             continue
         series = [clean, *values]
@@ -103,10 +103,10 @@ def sanity_checks(model, images, labels, result, eps_values, pgd_steps, restarts
         checks.append(Check("PGD <= FGSM", not pgd_above, ", ".join(pgd_above) or "at every eps"))
     if ordered and any("pgd" in row for row in result["eps"].values()):
         eps = ordered[len(ordered) // 2]
-        base = result["eps"][_eps_label(eps)]["pgd"]
+        base = result["eps"][eps_label(eps)]["pgd"]
         stronger = accuracy(model, images, labels, _pgd(eps, 2 * pgd_steps, restarts + 1, seed=1), batch_size)
         checks.append(Check("more steps and restarts do not raise PGD", stronger <= base + tolerance,
-                            f"eps {_eps_label(eps)}: {2 * pgd_steps} steps x {restarts + 1} restarts "
+                            f"eps {eps_label(eps)}: {2 * pgd_steps} steps x {restarts + 1} restarts "
                             f"{stronger:.4f} vs {base:.4f}"))
     if num_classes:
         chance = 1.0 / num_classes
@@ -116,7 +116,7 @@ def sanity_checks(model, images, labels, result, eps_values, pgd_steps, restarts
     return checks
 
 
-def _eps_label(eps: float) -> str:
+def eps_label(eps: float) -> str:
     """``8/255`` where eps is a whole number of grey levels, else the decimal."""
     levels = eps * 255
     return f"{round(levels)}/255" if abs(levels - round(levels)) < 1e-6 else f"{eps:g}"

@@ -45,6 +45,13 @@ def write_json(path: str | os.PathLike, payload: dict) -> None:
         temporary.write_text(json.dumps(payload, indent=2, sort_keys=True, default=str) + "\n")
 
 
+def write_text(path: str | os.PathLike, text: str) -> None:
+    """Write ``text`` atomically, making the parent folder first."""
+    pathlib.Path(path).parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as temporary:
+        temporary.write_text(text)
+
+
 def read_json(path: str | os.PathLike) -> dict:
     path = pathlib.Path(path)
     if not path.is_file():

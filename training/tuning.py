@@ -20,7 +20,6 @@ table) and best.json (the best trial's recipe fields, for ``train.py --hparams``
 from __future__ import annotations
 
 import dataclasses
-import fractions
 import os
 import pathlib
 import shutil
@@ -31,8 +30,9 @@ import keras_tuner
 
 import data
 import models
+from analysis.robustness import eps_label
 from training import recipes, trainer
-from training.run_dir import atomic_path, read_json, write_json
+from training.run_dir import read_json, write_json, write_text
 
 SEARCHES = ("optimizer", "augment")
 TUNERS = {"random": keras_tuner.RandomSearch, "bayesian": keras_tuner.BayesianOptimization,
@@ -335,7 +335,7 @@ def _columns(settings: SearchSettings) -> list[tuple[str, str]]:
         columns.append(("epochs", "epochs"))
     columns.append(("val_accuracy", "val accuracy"))
     if settings.adv:
-        columns.append(("val_robust_accuracy", f"PGD-10 accuracy at {pixels(settings.eval_eps)}"))
+        columns.append(("val_robust_accuracy", f"PGD-10 accuracy at {eps_label(settings.eval_eps)}"))
     return [("trial", "trial")] + columns + [("seconds", "seconds")]
 
 
@@ -356,13 +356,7 @@ def trial_rows(oracle, settings: SearchSettings) -> list[dict]:
     return rows
 
 
-def pixels(eps: float) -> str:
-    """8/255 rather than 0.0314: eps in the unit the literature uses."""
-    fraction = fractions.Fraction(eps).limit_denominator(255)
-    return f"{fraction.numerator}/{fraction.denominator}" if fraction.denominator == 255 else f"{eps:.4g}"
-
-
-_FORMATS = {"learning_rate": "{:.2e}".format, "eps": lambda value: pixels(value), "seconds": "{:.1f}".format,
+_FORMATS = {"learning_rate": "{:.2e}".format, "eps": eps_label, "seconds": "{:.1f}".format,
             "val_accuracy": "{:.4f}".format, "val_robust_accuracy": "{:.4f}".format}
 
 
@@ -393,11 +387,3 @@ def trial_table(settings: SearchSettings, rows: list[dict], best_id: str | None,
             cells = [f"**{cell}**" if cell else cell for cell in cells]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
-
-
-def write_text(path, text: str) -> None:
-    path = pathlib.Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(path) as temporary:
-        temporary.write_text(text)
-
