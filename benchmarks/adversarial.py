@@ -128,13 +128,13 @@ def measure(table, repeats):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--batch-size", type=int, default=128, help="images per attacked batch")
     parser.add_argument("--width", type=int, default=32, help="filters of the first conv layer (then 2x, 4x, 4x)")
     parser.add_argument("--steps", type=int, default=10, help="PGD steps for the attack rows")
     parser.add_argument("--train-pgd-steps", type=int, default=7, help="k of the PGD-k training step")
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=5, help="timed repeats after one warm-up; the median is reported")
     parser.add_argument("--skip-peers", action="store_true", help="leave out cleverhans and ART")
-    parser.add_argument("--output", type=pathlib.Path, default=OUTPUT)
+    parser.add_argument("--output", type=pathlib.Path, default=OUTPUT, help="JSON report (default: results/benchmarks/adversarial.json)")
     arguments = parser.parse_args(argv)
     for name in ("batch_size", "width", "steps", "train_pgd_steps", "repeats"):
         if getattr(arguments, name) < 1:

@@ -115,9 +115,10 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--shared", type=pathlib.Path,
                         default=pathlib.Path(os.environ.get("TINY_IMAGENET_SHARED",
-                                                            REPO.parent / "shared/data/tiny-imagenet-200")))
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--batch-size", type=int, default=128)
+                                                            REPO.parent / "shared/data/tiny-imagenet-200")),
+                        help="Tiny ImageNet folder or zip parts (default: $TINY_IMAGENET_SHARED or ../shared)")
+    parser.add_argument("--repeats", type=int, default=5, help="timed passes per method; the median is reported")
+    parser.add_argument("--batch-size", type=int, default=128, help="images per augmented batch")
     args = parser.parse_args(argv)
     if args.repeats < 1 or args.batch_size < 1:
         raise ValueError(f"--repeats and --batch-size must be >= 1. Received: {args.repeats}, "

@@ -80,11 +80,13 @@ def _machine() -> dict:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", default=os.environ.get("TINY_IMAGENET_SHARED", "/work/shared/data/tiny-imagenet-200"))
-    parser.add_argument("--split", default="train", choices=("train", "val"))
+    parser.add_argument("--data", default=os.environ.get("TINY_IMAGENET_SHARED",
+                                                         str(REPO.parent / "shared/data/tiny-imagenet-200")),
+                        help="Tiny ImageNet folder, official zip or zip parts (default: $TINY_IMAGENET_SHARED or ../shared)")
+    parser.add_argument("--split", default="train", choices=("train", "val"), help="split to load (default: train)")
     parser.add_argument("--per-class", type=int, default=None, help="images per class (default: all)")
     parser.add_argument("--phase", choices=("extract", "decode", "reload"), help=argparse.SUPPRESS)
-    parser.add_argument("--output", default=str(OUTPUT))
+    parser.add_argument("--output", default=str(OUTPUT), help="JSON report (default: results/benchmarks/data_loading.json)")
     arguments = parser.parse_args(argv)
     os.environ.setdefault("ZOO_CACHE_DIR", "/tmp/zoo-bench-cache")
     if arguments.phase:
