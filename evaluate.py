@@ -66,7 +66,8 @@ def main(argv: list[str] | None = None) -> int:
 
     result = robustness.evaluate_attacks(
         model, images, labels, attack_names=args.attack, eps_values=args.eps, snr_values=args.snr,
-        pgd_steps=args.pgd_steps, restarts=args.restarts, batch_size=args.batch_size, num_classes=val.num_classes)
+        pgd_steps=args.pgd_steps, restarts=args.restarts, batch_size=args.batch_size, num_classes=val.num_classes,
+        log=lambda line: print(line, flush=True))
     result.update(model=str(model_path), dataset=dataset, threat_model="Linf",
                   command=shlex.join(["python", "evaluate.py", *argv]))
     table = robustness.markdown_table(result, title=f"{model_path.parent.name if target.is_dir() else target.name}"

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import fractions
+import time
 
 import numpy as np
 import tensorflow as tf
@@ -54,28 +55,42 @@ def _pgd(eps, steps, restarts, seed=0):
 
 
 def evaluate_attacks(model, images, labels, *, attack_names, eps_values, snr_values, pgd_steps=20, restarts=1,
-                     batch_size=128, num_classes=None) -> dict:
-    """Run every requested attack; returns a RobustBench-style dict with its checks."""
+                     batch_size=128, num_classes=None, log=None) -> dict:
+    """Run every requested attack; returns a RobustBench-style dict with its checks.
+
+    ``log`` (``print``, say) gets one line per attack as it finishes: PGD on thousands of images
+    takes minutes on a CPU.
+    """
     tolerance = 1.0 / len(images)  # one example: random starts may flip a single borderline image
-    clean = accuracy(model, images, labels, batch_size=batch_size)
+
+    def measure(name, attack=None):
+        start = time.perf_counter()
+        value = accuracy(model, images, labels, attack, batch_size)
+        if log:
+            log(f"{name}: {100 * value:.1f}% ({time.perf_counter() - start:.1f} s)")
+        return value
+
+    clean = measure("clean")
     result = {"clean": clean, "n": len(images), "pgd_steps": pgd_steps, "restarts": restarts,
               "norm": "Linf", "eps": {}, "snr": {}}
     for attack_name in attack_names:
         if attack_name in ("fgsm", "pgd"):
             for eps in eps_values:
                 attack = _fgsm(eps) if attack_name == "fgsm" else _pgd(eps, pgd_steps, restarts)
-                result["eps"].setdefault(eps_label(eps), {})[attack_name] = accuracy(
-                    model, images, labels, attack, batch_size)
+                result["eps"].setdefault(eps_label(eps), {})[attack_name] = measure(
+                    f"{attack_name} at {eps_label(eps)}", attack)
         elif attack_name in ("snr", "noise"):
             for snr in snr_values:
                 if attack_name == "snr":
                     attack = (lambda s: lambda model, x, y: attacks.fgsm_snr(model, x, y, snr_db=s))(snr)
                 else:
                     attack = (lambda s: lambda model, x, y: attacks.gaussian_noise(x, snr_db=s, seed=0))(snr)
-                result["snr"].setdefault(f"{snr:g}", {})[attack_name] = accuracy(model, images, labels, attack,
-                                                                                 batch_size)
+                result["snr"].setdefault(f"{snr:g}", {})[attack_name] = measure(f"{attack_name} at {snr:g} dB",
+                                                                                attack)
         else:
             raise ValueError(f"Unknown attack {attack_name!r}. Known attacks: fgsm, pgd, snr, noise")
+    if log:
+        log("sanity checks: eps 0, a stronger PGD, a very large eps")
     checks = sanity_checks(model, images, labels, result, eps_values, pgd_steps, restarts, tolerance,
                            batch_size, num_classes)
     result["checks"] = [dataclasses.asdict(check) for check in checks]

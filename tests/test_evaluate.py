@@ -29,6 +29,7 @@ def test_evaluate_writes_a_trustworthy_table_into_the_run(trained_run, capsys):
     assert evaluate_cli.run_cli(evaluate_cli.main, argv) == 0
     printed = capsys.readouterr().out
     assert "checks: trustworthy" in printed and "| 8/255 |" in printed and "| FGSM at SNR |" in printed
+    assert "pgd at 8/255: " in printed and "noise at 30 dB: " in printed  # progress while it runs
     metrics = json.loads((trained_run / "metrics.json").read_text())
     result = metrics["robustness"]
     assert result["n"] == 64 and result["trustworthy"]
