@@ -39,7 +39,8 @@ def conv_net(width: int) -> keras.Model:
     inputs = keras.Input(SHAPE, name="images")
     hidden = inputs
     for index, filters in enumerate((width, 2 * width, 4 * width, 4 * width)):
-        hidden = keras.layers.Conv2D(filters, 3, strides=2, padding="same", activation="relu", name=f"conv{index}")(hidden)
+        hidden = keras.layers.Conv2D(filters, 3, strides=2, padding="same", activation="relu",
+                                     name=f"conv{index}")(hidden)
     hidden = keras.layers.GlobalAveragePooling2D(name="pool")(hidden)
     return keras.Model(inputs, keras.layers.Dense(NUM_CLASSES, name="logits")(hidden), name="bench_conv")
 
@@ -132,9 +133,11 @@ def main(argv=None):
     parser.add_argument("--width", type=int, default=32, help="filters of the first conv layer (then 2x, 4x, 4x)")
     parser.add_argument("--steps", type=int, default=10, help="PGD steps for the attack rows")
     parser.add_argument("--train-pgd-steps", type=int, default=7, help="k of the PGD-k training step")
-    parser.add_argument("--repeats", type=int, default=5, help="timed repeats after one warm-up; the median is reported")
+    parser.add_argument("--repeats", type=int, default=5,
+                        help="timed repeats after one warm-up; the median is reported")
     parser.add_argument("--skip-peers", action="store_true", help="leave out cleverhans and ART")
-    parser.add_argument("--output", type=pathlib.Path, default=OUTPUT, help="JSON report (default: results/benchmarks/adversarial.json)")
+    parser.add_argument("--output", type=pathlib.Path, default=OUTPUT,
+                        help="JSON report (default: results/benchmarks/adversarial.json)")
     arguments = parser.parse_args(argv)
     for name in ("batch_size", "width", "steps", "train_pgd_steps", "repeats"):
         if getattr(arguments, name) < 1:
@@ -165,7 +168,8 @@ def main(argv=None):
                          f"{4 * arguments.width} filters), global average pool, dense", "image_shape": list(SHAPE),
                 "num_classes": NUM_CLASSES, "batch_size": arguments.batch_size, "eps": "8/255", "step_size": "2/255",
                 "norm": "inf", "attack_steps": arguments.steps, "train_pgd_steps": arguments.train_pgd_steps,
-                "train_fraction_adversarial": 1.0, "repeats": arguments.repeats, "statistic": "median after one warm-up"}
+                "train_fraction_adversarial": 1.0, "repeats": arguments.repeats,
+                "statistic": "median after one warm-up"}
     arguments.output.parent.mkdir(parents=True, exist_ok=True)
     temporary = arguments.output.with_name(arguments.output.name + ".tmp")
     temporary.write_text(json.dumps({"benchmark": "adversarial", "machine": machine, "settings": settings,

@@ -37,7 +37,9 @@ def _phase(name: str, data: str, split: str, per_class) -> dict:
     start = time.perf_counter()
     if name == "extract":
         layout = tiny_imagenet.resolve(data, split, per_class)
-        images = sum(1 for root in layout.train_roots for _ in (root / "train").glob("*/images/*.JPEG")) if split == "train" else None
+        images = None  # val is extracted with the metadata; the decode row supplies its count
+        if split == "train":
+            images = sum(1 for root in layout.train_roots for _ in (root / "train").glob("*/images/*.JPEG"))
     else:
         images = len(tiny_imagenet.load(data, split, per_class=per_class))
     seconds = time.perf_counter() - start
@@ -82,11 +84,13 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", default=os.environ.get("TINY_IMAGENET_SHARED",
                                                          str(REPO.parent / "shared/data/tiny-imagenet-200")),
-                        help="Tiny ImageNet folder, official zip or zip parts (default: $TINY_IMAGENET_SHARED or ../shared)")
+                        help="Tiny ImageNet folder, official zip or zip parts "
+                             "(default: $TINY_IMAGENET_SHARED or ../shared)")
     parser.add_argument("--split", default="train", choices=("train", "val"), help="split to load (default: train)")
     parser.add_argument("--per-class", type=int, default=None, help="images per class (default: all)")
     parser.add_argument("--phase", choices=("extract", "decode", "reload"), help=argparse.SUPPRESS)
-    parser.add_argument("--output", default=str(OUTPUT), help="JSON report (default: results/benchmarks/data_loading.json)")
+    parser.add_argument("--output", default=str(OUTPUT),
+                        help="JSON report (default: results/benchmarks/data_loading.json)")
     arguments = parser.parse_args(argv)
     os.environ.setdefault("ZOO_CACHE_DIR", "/tmp/zoo-bench-cache")
     if arguments.phase:
@@ -106,14 +110,15 @@ def main(argv=None) -> int:
     if rows[0]["images"] is None:
         rows[0]["images"] = rows[1]["images"]
 
-    header = f"{'phase':<18} {'seconds':>8} {'cpu s':>7} {'images':>8} {'img/s':>8} {'maxrss MB':>10} {'workers MB':>11} {'time -v MB':>11}  target"
+    header = (f"{'phase':<18} {'seconds':>8} {'cpu s':>7} {'images':>8} {'img/s':>8} {'maxrss MB':>10} "
+              f"{'workers MB':>11} {'time -v MB':>11}  target")
     print(header)
     print("-" * len(header))
     for row in rows:
         rate = row["images"] / row["seconds"] if row["seconds"] else 0
         gnu = f"{row['time_v_maxrss_mb']:.0f}" if row["time_v_maxrss_mb"] else "n/a"
-        print(f"{row['phase']:<18} {row['seconds']:>8.2f} {row['cpu_seconds']:>7.1f} {row['images']:>8} {rate:>8.0f} {row['maxrss_mb']:>10.0f} "
-              f"{row['maxrss_workers_mb']:>11.0f} {gnu:>11}  {row['target']}")
+        print(f"{row['phase']:<18} {row['seconds']:>8.2f} {row['cpu_seconds']:>7.1f} {row['images']:>8} {rate:>8.0f} "
+              f"{row['maxrss_mb']:>10.0f} {row['maxrss_workers_mb']:>11.0f} {gnu:>11}  {row['target']}")
     print(f"peak memory target: <= {MEMORY_TARGET_MB} MB per loading process; load average before: {load_before}")
 
     report = {

@@ -24,7 +24,8 @@ class Split:
 
     def __post_init__(self):
         if self.images.dtype != np.uint8 or self.images.ndim != 4 or self.images.shape[-1] != 3:
-            raise ValueError(f"Split images must be uint8 (N, H, W, 3). Received: {self.images.dtype} {self.images.shape}")
+            raise ValueError("Split images must be uint8 (N, H, W, 3). "
+                             f"Received: {self.images.dtype} {self.images.shape}")
         if self.labels.shape != (len(self.images),):
             raise ValueError(f"Split labels must have shape ({len(self.images)},). Received: {self.labels.shape}")
 

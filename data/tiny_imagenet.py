@@ -123,7 +123,9 @@ def _extract_parts(root: pathlib.Path, split: str, per_class: int | None) -> Lay
     meta = extract_once(root / META_PART, base / "meta-val") / "tiny-imagenet-200"
     train_roots = [meta]
     if split == "train":
-        count = NUM_TRAIN_PARTS if per_class is None else min(NUM_TRAIN_PARTS, math.ceil(per_class / IMAGES_PER_TRAIN_PART))
+        count = NUM_TRAIN_PARTS
+        if per_class is not None:
+            count = min(NUM_TRAIN_PARTS, math.ceil(per_class / IMAGES_PER_TRAIN_PART))
         train_roots = []
         for number in range(1, count + 1):
             part = root / TRAIN_PART.format(number)
@@ -214,7 +216,8 @@ def _train_index(layout: Layout, wnids: list, per_class):
             if folder.is_dir():
                 files.extend(path for path in folder.iterdir() if path.suffix.lower() in (".jpeg", ".jpg"))
         if not files:
-            raise FileNotFoundError(f"no training images for wnid {wnid}: expected {layout.train_roots[0] / 'train' / wnid / 'images'}")
+            expected = layout.train_roots[0] / "train" / wnid / "images"
+            raise FileNotFoundError(f"no training images for wnid {wnid}: expected {expected}")
         files.sort(key=lambda path: (_image_number(path.name), path.name))
         files = files[:per_class]
         class_boxes = _read_train_boxes(layout.meta / "train" / wnid / f"{wnid}_boxes.txt")

@@ -125,7 +125,8 @@ MIRRORED = textwrap.dedent("""
     config = AdversarialConfig(attacks="fgsm:1,pgd:1", eps=0.05, pgd_steps=2, logit_pairing=0.5)
     def make():
         model = AdversarialModel(small_model(), config)
-        model.compile(optimizer=keras.optimizers.SGD(0.0), loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+        model.compile(optimizer=keras.optimizers.SGD(0.0),
+                      loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
         return model
     strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
     assert strategy.num_replicas_in_sync == 2

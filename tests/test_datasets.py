@@ -35,7 +35,8 @@ def test_digits():
     assert train.wnids == [str(digit) for digit in range(10)] and train.boxes is None
     assert train.images.max() == 255 and (train.images[..., 0] == train.images[..., 2]).all()
     # stratified: every digit is about 20% of its class in val
-    counts = np.bincount(val.labels, minlength=10) / (np.bincount(val.labels, minlength=10) + np.bincount(train.labels, minlength=10))
+    in_val, in_train = np.bincount(val.labels, minlength=10), np.bincount(train.labels, minlength=10)
+    counts = in_val / (in_val + in_train)
     assert np.all(np.abs(counts - 0.2) < 0.02)
     np.testing.assert_array_equal(data.load_dataset("digits", "val").images, val.images)  # fixed split
 

@@ -142,9 +142,19 @@ def test_zip_parts_extract_only_what_is_needed(tmp_path, own_cache):
     source = write_tiny_imagenet(tmp_path / "source", train_numbers=[0, 1, 2, 100, 101])
     parts = tmp_path / "parts"
     parts.mkdir()
-    _zip_folder(source, parts / "tiny-imagenet-200-meta-val.zip", keep=lambda name: "/images/" not in name or name.startswith("val/"))
-    _zip_folder(source, parts / "tiny-imagenet-200-train-1.zip", keep=lambda name: "/images/" in name and name.startswith("train/") and int(name.split("_")[-1].split(".")[0]) < 100)
-    _zip_folder(source, parts / "tiny-imagenet-200-train-2.zip", keep=lambda name: "/images/" in name and name.startswith("train/") and int(name.split("_")[-1].split(".")[0]) >= 100)
+
+    def train_image_number(name):
+        """n01443537_101.JPEG -> 101; None for anything but a training image."""
+        if "/images/" not in name or not name.startswith("train/"):
+            return None
+        return int(name.split("_")[-1].split(".")[0])
+
+    _zip_folder(source, parts / "tiny-imagenet-200-meta-val.zip",
+                keep=lambda name: "/images/" not in name or name.startswith("val/"))
+    _zip_folder(source, parts / "tiny-imagenet-200-train-1.zip",
+                keep=lambda name: train_image_number(name) is not None and train_image_number(name) < 100)
+    _zip_folder(source, parts / "tiny-imagenet-200-train-2.zip",
+                keep=lambda name: train_image_number(name) is not None and train_image_number(name) >= 100)
     assert not (own_cache / "tiny-imagenet-200-parts").exists()
     assert len(tiny_imagenet.load(parts, "val")) == 6
     [base] = (own_cache / "tiny-imagenet-200-parts").iterdir()

@@ -133,7 +133,8 @@ class AdversarialModel(keras.Model):
         """Adversarial versions of (x, y) by this step's scheduled attack; advances the schedule."""
         step = self.attack_step.value
         names = list(self.config.attacks)
-        attack_id = tf.gather(tf.constant(self._schedule_ids, tf.int32), tf.math.floormod(step, len(self._schedule_ids)))
+        schedule = tf.constant(self._schedule_ids, tf.int32)
+        attack_id = tf.gather(schedule, tf.math.floormod(step, len(self._schedule_ids)))
         replica = tf.distribute.get_replica_context()
         replica_id = replica.replica_id_in_sync_group if replica is not None else 0
         seed = tf.random.experimental.stateless_fold_in(
@@ -210,9 +211,9 @@ class CatastrophicOverfittingGuard(keras.callbacks.Callback):
         clean = self._accuracy(self.x)
         if logs is not None:
             logs["val_pgd_accuracy"] = robust
-        collapsed = self.best_accuracy > 0 and (
-            robust < self.collapse_ratio * self.best_accuracy or (robust <= self.near_zero and clean >= self.clean_floor)
-        )
+        fell = robust < self.collapse_ratio * self.best_accuracy
+        vanished = robust <= self.near_zero and clean >= self.clean_floor
+        collapsed = self.best_accuracy > 0 and (fell or vanished)
         if not collapsed:
             if robust > self.best_accuracy:
                 self.best_accuracy, self.best_epoch = robust, epoch

@@ -96,7 +96,8 @@ DATASET_ADJUSTMENTS = {"digits": {"augment": "none", "batch_size": 64}}
 
 def get_recipe(model: str, dataset: str = "tiny-imagenet") -> Recipe:
     """The model's recipe, adjusted for ``dataset``; a model without one gets the defaults."""
-    recipe = _RECIPES.get(model) or Recipe(model, source="default", chosen=tuple(f.name for f in dataclasses.fields(Recipe)))
+    defaults = Recipe(model, source="default", chosen=tuple(field.name for field in dataclasses.fields(Recipe)))
+    recipe = _RECIPES.get(model, defaults)
     return dataclasses.replace(recipe, **DATASET_ADJUSTMENTS.get(dataset, {}))
 
 

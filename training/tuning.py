@@ -89,7 +89,8 @@ class SearchSettings:
                 raise ValueError(f"`{name}` must be >= 1. Received: {name}={value}")
         if self.adv is not None:
             if self.search != "augment":
-                raise ValueError(f"--adv tunes eps, which only the augment search does. Received: search={self.search!r}")
+                raise ValueError("--adv tunes eps, which only the augment search does. "
+                                 f"Received: search={self.search!r}")
             self.adversarial_config(EPS_CHOICES[-1], seed=0)  # a bad mix or fraction fails here
             if not 0 < self.eval_eps <= 1:
                 raise ValueError(f"`eval_eps` must be in (0, 1]. Received: eval_eps={self.eval_eps}")
