@@ -20,16 +20,18 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("target", metavar="RUN_DIR|MODEL_FILE", help="a run folder or a .keras file")
     parser.add_argument("--data", metavar="PATH", help="Tiny ImageNet folder, zip, or folder of zip parts")
-    parser.add_argument("--dataset", choices=("tiny-imagenet", "cifar10", "cifar100", "svhn", "digits"))
-    parser.add_argument("--classes", type=int, metavar="N")
-    parser.add_argument("--attack", nargs="+", default=["fgsm", "pgd"], choices=("fgsm", "pgd", "snr", "noise"))
+    parser.add_argument("--dataset", choices=("tiny-imagenet", "cifar10", "cifar100", "svhn", "digits"),
+                        help="a named dataset (default: the run's)")
+    parser.add_argument("--classes", type=int, metavar="N", help="keep the first N classes (default: the run's)")
+    parser.add_argument("--attack", nargs="+", default=["fgsm", "pgd"], choices=("fgsm", "pgd", "snr", "noise"),
+                        help="fgsm/pgd per eps; snr (FGSM at an SNR) and noise (Gaussian) per dB (default: fgsm pgd)")
     parser.add_argument("--eps", nargs="+", type=pixel_value, default=[1 / 255, 2 / 255, 4 / 255, 8 / 255],
                         help="L-inf radii in pixel units (default: 1/255 2/255 4/255 8/255)")
     parser.add_argument("--snr", nargs="+", type=float, default=[50, 45, 40, 33], help="SNRs in dB")
-    parser.add_argument("--pgd-steps", type=int, default=20)
-    parser.add_argument("--restarts", type=int, default=1)
+    parser.add_argument("--pgd-steps", type=int, default=20, help="PGD iterations (default: 20)")
+    parser.add_argument("--restarts", type=int, default=1, help="PGD random restarts; each image keeps its worst")
     parser.add_argument("--limit", type=int, metavar="N", help="evaluate a fixed random subset of N val images")
-    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--batch-size", type=int, default=128, help="images per attacked batch (default: 128)")
     parser.add_argument("--out", type=pathlib.Path, help="also write the Markdown table here (e.g. results/x.md)")
     return parser
 

@@ -35,7 +35,8 @@ def build_parser() -> argparse.ArgumentParser:
     source = parser.add_argument_group("data")
     source.add_argument("--data", metavar="PATH", help="Tiny ImageNet folder, official zip, or folder of zip parts")
     source.add_argument("--dataset", default="tiny-imagenet",
-                        choices=("tiny-imagenet", "cifar10", "cifar100", "svhn", "digits"))
+                        choices=("tiny-imagenet", "cifar10", "cifar100", "svhn", "digits"),
+                        help="a named dataset (default: tiny-imagenet; digits works offline)")
     source.add_argument("--classes", type=int, metavar="N", help="keep the first N classes")
     source.add_argument("--per-class", type=int, metavar="K", help="keep the first K training images per class")
     recipe = parser.add_argument_group("recipe (defaults come from the model's recipe)")
@@ -43,12 +44,12 @@ def build_parser() -> argparse.ArgumentParser:
     recipe.add_argument("--augment", metavar="POLICY", help="augmentation policy: none, A, B, C")
     recipe.add_argument("--image-size", type=int, metavar="PIXELS", help="resize images (Lanczos) to this size")
     recipe.add_argument("--optimizer", help="adam, adamw, rmsprop, adadelta, sgd, nadam")
-    recipe.add_argument("--learning-rate", type=float)
+    recipe.add_argument("--learning-rate", type=float, help="initial learning rate")
     recipe.add_argument("--batch-size", type=int, help="global batch size")
-    recipe.add_argument("--epochs", type=int)
+    recipe.add_argument("--epochs", type=int, help="maximum epochs (early stopping may end sooner)")
     recipe.add_argument("--early-stopping-patience", type=int, help="0 turns early stopping off")
     recipe.add_argument("--reduce-lr-factor", type=float, help="ReduceLROnPlateau factor; 1 turns it off")
-    recipe.add_argument("--reduce-lr-patience", type=int)
+    recipe.add_argument("--reduce-lr-patience", type=int, help="epochs without improvement before the reduction")
     recipe.add_argument("--phases", metavar="SPEC", help='phases of a multi-phase recipe to run, e.g. "2-4" or "1,5" '
                         "(default: all); --epochs caps each phase")
     transfer = parser.add_argument_group("transfer models (resnet101_transfer, inception_v3_transfer, vgg19_transfer, "
@@ -66,11 +67,12 @@ def build_parser() -> argparse.ArgumentParser:
     adversarial.add_argument("--logit-pairing", type=float, default=0.0, help="adversarial logit pairing weight")
     adversarial.add_argument("--noise-snr", type=float, metavar="DB", help="Gaussian-noise training at this SNR")
     run = parser.add_argument_group("run")
-    run.add_argument("--seed", type=int, default=0)
+    run.add_argument("--seed", type=int, default=0, help="seeds weights, shuffling and augmentation (default: 0)")
     run.add_argument("--run-dir", help="default: runs/<model>-<timestamp>")
     run.add_argument("--mixed-precision", action="store_true", help="mixed_float16 compute")
     run.add_argument("--jit-compile", action="store_true", help="XLA (measure first: often slower on CPU)")
-    run.add_argument("--strategy", default="default", choices=("default", "mirrored", "multi-worker"))
+    run.add_argument("--strategy", default="default", choices=("default", "mirrored", "multi-worker"),
+                     help="tf.distribute strategy; multi-worker reads TF_CONFIG (default: default)")
     run.add_argument("--tensorboard", action="store_true", help="write TensorBoard logs into the run folder")
     run.add_argument("--quiet", action="store_true", help="one line per epoch instead of progress bars")
     return parser

@@ -39,7 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     space.add_argument("--optimizers", nargs="+", default=["adam", "rmsprop", "adadelta", "sgd"],
                        metavar="NAME", help="optimizer choices (default: %(default)s)")
     space.add_argument("--lr-min", type=float, default=1e-4, help="learning rates are log-uniform in [min, max]")
-    space.add_argument("--lr-max", type=float, default=1e-2)
+    space.add_argument("--lr-max", type=float, default=1e-2, help="upper bound of the learning rate (default: 1e-2)")
     space.add_argument("--adv", metavar="MIX", help='augment search: adversarial training with this attack mix '
                        '(e.g. "fgsm:1"), eps in {1,2,4,8}/255, ranked by PGD-10 accuracy at --eval-eps')
     space.add_argument("--adv-fraction", type=float, default=0.5, help="share of each batch made adversarial")
