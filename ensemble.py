@@ -46,6 +46,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--seed", type=int, default=0, help="seeds the head's weights and shuffling (default: 0)")
     run.add_argument("--run-dir", help="default: runs/<kind>-<timestamp>")
     run.add_argument("--quiet", action="store_true", help="one line per epoch instead of progress bars")
+    run.add_argument("--out", type=pathlib.Path, metavar="FILE",
+                     help="also write the members-vs-ensemble table and this command here (e.g. results/x.md)")
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     kinds = parser.add_subparsers(dest="kind", required=True)
@@ -65,19 +67,23 @@ def main(argv: list[str] | None = None) -> int:
         if not (pathlib.Path(member) / "model.keras").is_file():
             raise FileNotFoundError(f"{member} is not a trained run folder (no model.keras)")
     from training import ensembles
-    from training.run_dir import new_run_dir, read_json
+    from training.run_dir import new_run_dir, read_json, write_text
 
     run_dir = new_run_dir(args.kind, args.run_dir)
     members = ensembles.load_members(args.members)
+    command = shlex.join(["python", "ensemble.py", *argv])
     options = dict(dataset=args.dataset, data=args.data, classes=args.classes, per_class=args.per_class,
-                   batch_size=args.batch_size, seed=args.seed, verbose=2 if args.quiet else "auto",
-                   command=shlex.join(["python", "ensemble.py", *argv]))
+                   batch_size=args.batch_size, seed=args.seed, verbose=2 if args.quiet else "auto", command=command)
     if args.kind == "alphastack":
         ensembles.train_alphastack(members, run_dir, head=args.head, epochs=args.epochs,
                                    learning_rate=args.learning_rate, **options)
     else:
         ensembles.save_average(members, run_dir, **options)
-    print(ensembles.markdown_table(read_json(run_dir / "metrics.json"), args.kind))
+    metrics = read_json(run_dir / "metrics.json")
+    print(ensembles.markdown_table(metrics, args.kind))
+    if args.out:
+        write_text(args.out, ensembles.markdown_report(metrics, args.kind, members, command))
+        print(f"wrote {args.out}")
     print(f"run folder: {run_dir}")
     return 0
 

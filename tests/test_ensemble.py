@@ -16,6 +16,7 @@ def train_member(run_dir, seed, epochs=3, image_size=None):
     config = trainer.default_config("cis680_allconv", dataset="digits", per_class=60, seed=seed, verbose=0,
                                     image_size=image_size)
     config.recipe = override(config.recipe, epochs=epochs, batch_size=32, learning_rate=1e-3)
+    config.command = f"python train.py cis680_allconv --seed {seed}"  # what the CLI would record
     return trainer.train(config, run_dir)
 
 
@@ -77,10 +78,15 @@ def test_members_of_different_input_sizes_stack(member_dirs, tmp_path, capsys):
     assert stack.get_layer("member2_resize").output.shape == (None, 40, 40, 3)
     assert stack(random_images((32, 32, 3)), training=False).shape == (4, 10)
 
-    argv = ["average", str(member_dirs[0]), str(larger), "--run-dir", str(tmp_path / "mixed"), "--quiet"]
+    out = tmp_path / "results" / "average.md"
+    argv = ["average", str(member_dirs[0]), str(larger), "--run-dir", str(tmp_path / "mixed"), "--quiet",
+            "--out", str(out)]
     assert ensemble_cli.run_cli(ensemble_cli.main, argv) == 0
     printed = capsys.readouterr().out
     assert "| average | ensemble |" in printed and printed.count("| cis680_allconv |") == 2
+    written = out.read_text()
+    assert "| average | ensemble |" in written and "- `python ensemble.py average " in written
+    assert written.count("- `python train.py cis680_allconv --seed") == 2  # each member's own command
     config = json.loads((tmp_path / "mixed" / "config.json").read_text())
     assert config["input_shape"] == [32, 32, 3] and config["dataset"] == "digits"
 

@@ -188,3 +188,10 @@ def markdown_table(metrics: dict, name: str) -> str:
         lines.append(f"| {model} | {run} | {values['val_top1']:.4f} | {values['val_top3']:.4f} | "
                      f"{values['val_top5']:.4f} |")
     return "\n".join(lines)
+
+
+def markdown_report(metrics: dict, name: str, members: list[Member], command: str) -> str:
+    """The table, then the commands that trained each member and made the ensemble."""
+    commands = [member.config["command"] for member in members if member.config.get("command")] + [command]
+    return "\n".join([markdown_table(metrics, name), "", "Members are scored through the ensemble's input. Commands:",
+                      "", *[f"- `{line}`" for line in commands]]) + "\n"
