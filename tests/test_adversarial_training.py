@@ -182,3 +182,21 @@ def test_guard_restores_the_best_robust_weights_when_pgd_accuracy_collapses():
     assert guard.collapsed_epoch == 2 and guard.best_epoch == 0
     for restored, expected in zip(model.base.get_weights(), good):
         np.testing.assert_array_equal(restored, expected)
+
+
+def test_guard_resumes_with_the_best_pgd_accuracy_logged_before_a_crash():
+    x, y = toy_problem(64)
+    model = compiled(AdversarialConfig(attacks="fgsm", eps=0.05), learning_rate=0.0)
+    guard = CatastrophicOverfittingGuard(x, y, eps=0.05, step_size=0.02, steps=5, verbose=0)
+    guard.resume_from([{"epoch": 0, "val_pgd_accuracy": 0.6}, {"epoch": 1, "val_pgd_accuracy": 0.9},
+                       {"epoch": 2, "val_pgd_accuracy": 0.9}, {"epoch": 3, "accuracy": 0.5}])
+    assert (guard.best_accuracy, guard.best_epoch, guard.best_weights) == (0.9, 1, None)
+
+    # The hand-made robust classifier with its logits swapped: always wrong, so the first resumed
+    # epoch collapses against the best from before the crash.
+    model.base.get_layer("conv").set_weights([np.full((3, 3, 3, 4), 0.1, "float32"), np.zeros(4, "float32")])
+    model.base.get_layer("logits").set_weights([np.tile([[1.0, -1.0]], (16, 1)).astype("float32"),
+                                                np.array([-21.6, 21.6], "float32")])
+    history = model.fit(x, y, batch_size=32, epochs=3, verbose=0, callbacks=[guard])
+    assert history.history["val_pgd_accuracy"] == [0.0]
+    assert guard.collapsed_epoch == 0 and guard.best_epoch == 1

@@ -202,6 +202,14 @@ class CatastrophicOverfittingGuard(keras.callbacks.Callback):
         self.restore_best, self.verbose = restore_best, verbose
         self.best_accuracy, self.best_weights, self.best_epoch, self.collapsed_epoch = -1.0, None, None, None
 
+    def resume_from(self, finished_epochs) -> None:
+        """Take the best PGD accuracy a resumed run logged before its crash (history.csv rows), so a
+        collapse right after ``--resume`` is still caught; that epoch's weights are gone."""
+        logged = [(row["val_pgd_accuracy"], -row["epoch"]) for row in finished_epochs if "val_pgd_accuracy" in row]
+        if logged:
+            accuracy, negative_epoch = max(logged)  # the earliest epoch among equals, as in on_epoch_end
+            self.best_accuracy, self.best_epoch, self.best_weights = accuracy, -negative_epoch, None
+
     def _accuracy(self, images):
         predicted = tf.argmax(self.model(images, training=False), axis=-1, output_type=tf.int32)
         return float(tf.reduce_mean(tf.cast(predicted == self.y, tf.float32)))
@@ -220,9 +228,12 @@ class CatastrophicOverfittingGuard(keras.callbacks.Callback):
                 self.best_weights = self.model.get_weights() if self.restore_best else None
             return
         self.collapsed_epoch = epoch
-        if self.restore_best and self.best_weights is not None:
+        restored = self.restore_best and self.best_weights is not None
+        if restored:
             self.model.set_weights(self.best_weights)
         self.model.stop_training = True
         if self.verbose:
+            action = "restored those weights" if restored else "kept the current weights" + (
+                " (the best came before the resume)" if self.restore_best else "")
             print(f"\nEpoch {epoch + 1}: PGD accuracy collapsed to {robust:.3f} (best {self.best_accuracy:.3f} "
-                  f"at epoch {self.best_epoch + 1}); restored those weights and stopped training.")
+                  f"at epoch {self.best_epoch + 1}); {action} and stopped training.")

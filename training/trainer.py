@@ -200,6 +200,8 @@ def make_datasets(recipe: Recipe, train_split: data.Split, val_split: data.Split
 def fit_callbacks(config: TrainConfig, recipe: Recipe, base: keras.Model, *, checkpoint: pathlib.Path,
                   history_path: pathlib.Path, backup_dir: pathlib.Path, previous: list, best: float,
                   adversarial=(), extra=(), tensorboard_dir: pathlib.Path | None = None) -> list:
+    for guard in adversarial:
+        guard.resume_from(previous)
     callbacks = [
         run_callbacks.EpochTimer(),
         *adversarial,
