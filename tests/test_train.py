@@ -58,14 +58,18 @@ def test_kill_and_resume_continues_at_the_right_epoch(tmp_path):
     assert [row["epoch"] for row in read_history(run_dir / "history.csv")] == [0, 1]
     assert not (run_dir / "metrics.json").exists()
 
-    started = []
+    started, handed_over = [], []
 
     class Recorder(keras.callbacks.Callback):
+        def resume_from(self, finished_epochs):  # the trainer hands every such callback the history
+            handed_over.extend(row["epoch"] for row in finished_epochs)
+
         def on_epoch_begin(self, epoch, logs=None):
             started.append(epoch)
 
     trainer.train(fast_config(epochs=4), run_dir, resume=True, extra_callbacks=(Recorder(),))
     assert started == [2, 3]
+    assert handed_over == [0, 1]
     assert [row["epoch"] for row in read_history(run_dir / "history.csv")] == [0, 1, 2, 3]
     assert json.loads((run_dir / "metrics.json").read_text())["epochs"] == 4
 
@@ -133,10 +137,10 @@ def test_plateau_callbacks_count_patience_across_a_resume():
     model.compile(optimizer=keras.optimizers.SGD(0.1), loss="mse")
     finished = [{"epoch": 0, "val_accuracy": 0.5}, {"epoch": 1, "val_accuracy": 0.4},
                 {"epoch": 2, "val_accuracy": 0.45}]
-    stopping = ResumableEarlyStopping("val_accuracy", mode="max", patience=3, finished_epochs=finished)
-    plateau = ResumableReduceLROnPlateau("val_accuracy", mode="max", factor=0.5, patience=2,
-                                         finished_epochs=finished)
+    stopping = ResumableEarlyStopping("val_accuracy", mode="max", patience=3)
+    plateau = ResumableReduceLROnPlateau("val_accuracy", mode="max", factor=0.5, patience=2)
     for callback in (stopping, plateau):
+        callback.resume_from(finished)
         callback.set_model(model)
         callback.on_train_begin()
     assert (stopping.best, stopping.wait) == (0.5, 2)

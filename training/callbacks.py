@@ -56,8 +56,10 @@ class _ReplaysFinishedEpochs:
     because BackupAndRestore brings back the optimizer's own.
     """
 
-    def __init__(self, *args, finished_epochs=(), **kwargs):
-        super().__init__(*args, **kwargs)
+    finished_epochs = ()
+
+    def resume_from(self, finished_epochs) -> None:
+        """The history rows of the epochs a resumed run had finished."""
         self.finished_epochs = [dict(row) for row in finished_epochs]
 
     def on_train_begin(self, logs=None):

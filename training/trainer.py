@@ -110,19 +110,18 @@ class StepDecay:
         return self.initial * self.factor ** (epoch // self.every)
 
 
-def _schedule_callbacks(recipe: Recipe, finished_epochs: list) -> list:
-    """The recipe's schedule and plateau callbacks; ``finished_epochs`` (history rows) resume their patience."""
+def _schedule_callbacks(recipe: Recipe) -> list:
+    """The recipe's schedule and plateau callbacks."""
     result = []
     if recipe.step_decay_epochs > 0:
         result.append(keras.callbacks.LearningRateScheduler(
             StepDecay(recipe.learning_rate, recipe.step_decay_epochs, recipe.step_decay_factor)))
     if recipe.early_stopping_patience > 0:
         result.append(run_callbacks.ResumableEarlyStopping(
-            "val_accuracy", mode="max", patience=recipe.early_stopping_patience, finished_epochs=finished_epochs))
+            "val_accuracy", mode="max", patience=recipe.early_stopping_patience))
     if recipe.reduce_lr_factor < 1.0:
         result.append(run_callbacks.ResumableReduceLROnPlateau(
-            "val_accuracy", mode="max", factor=recipe.reduce_lr_factor, patience=recipe.reduce_lr_patience,
-            finished_epochs=finished_epochs))
+            "val_accuracy", mode="max", factor=recipe.reduce_lr_factor, patience=recipe.reduce_lr_patience))
     return result
 
 
@@ -200,18 +199,19 @@ def make_datasets(recipe: Recipe, train_split: data.Split, val_split: data.Split
 def fit_callbacks(config: TrainConfig, recipe: Recipe, base: keras.Model, *, checkpoint: pathlib.Path,
                   history_path: pathlib.Path, backup_dir: pathlib.Path, previous: list, best: float,
                   adversarial=(), extra=(), tensorboard_dir: pathlib.Path | None = None) -> list:
-    for guard in adversarial:
-        guard.resume_from(previous)
     callbacks = [
         run_callbacks.EpochTimer(),
         *adversarial,
-        *_schedule_callbacks(recipe, previous),
+        *_schedule_callbacks(recipe),
         *extra,
         run_callbacks.BestModelCheckpoint(base, checkpoint, initial_best=best),
         keras.callbacks.CSVLogger(str(history_path), append=bool(previous)),
     ]
     if config.tensorboard:
         callbacks.append(keras.callbacks.TensorBoard(str(tensorboard_dir)))
+    for callback in callbacks:
+        if hasattr(callback, "resume_from"):  # callbacks whose state lives in the finished epochs' history
+            callback.resume_from(previous)
     # Last, so an epoch counts as done only once its history row and checkpoint are written.
     callbacks.append(keras.callbacks.BackupAndRestore(str(backup_dir), double_checkpoint=True))
     return callbacks
