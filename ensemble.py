@@ -18,7 +18,7 @@ import pathlib
 import shlex
 import sys
 
-from training.cli import run_cli
+from common.cli import run_cli
 
 
 def head_widths(text: str) -> tuple[int, ...]:
@@ -67,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
         if not (pathlib.Path(member) / "model.keras").is_file():
             raise FileNotFoundError(f"{member} is not a trained run folder (no model.keras)")
     from training import ensembles
-    from training.run_dir import new_run_dir, read_json, write_text
+    from common.run_folder import new_run_dir, read_json, write_text
 
     run_dir = new_run_dir(args.kind, args.run_dir)
     members = ensembles.load_members(args.members)

@@ -12,8 +12,7 @@ import argparse
 import pathlib
 import sys
 
-from train import pixel_value
-from training.cli import run_cli
+from common.cli import pixel_value, run_cli
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -47,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     import data
     import models  # noqa: F401  (registers the zoo's custom layers for loading)
     from analysis import robustness
-    from training.run_dir import read_json, write_json, write_text
+    from common.run_folder import read_json, write_json, write_text
 
     target = pathlib.Path(args.target)
     run_config = read_json(target / "config.json") if target.is_dir() else {}

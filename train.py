@@ -16,15 +16,7 @@ import pathlib
 import shlex
 import sys
 
-from training.cli import run_cli
-
-
-def pixel_value(text: str) -> float:
-    """An eps in pixel units: ``2/255`` or ``0.0078``."""
-    try:
-        return float(fractions.Fraction(text))
-    except (ValueError, ZeroDivisionError):
-        raise argparse.ArgumentTypeError(f"not a number or fraction: {text!r}") from None
+from common.cli import pixel_value, run_cli
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -161,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = build_parser().parse_args(argv)
     from training import trainer
-    from training.run_dir import new_run_dir, read_json
+    from common.run_folder import new_run_dir, read_json
 
     if args.list:
         import models

@@ -19,8 +19,7 @@ import json
 import shlex
 import sys
 
-from training.cli import run_cli
-from train import pixel_value
+from common.cli import pixel_value, run_cli
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -60,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = build_parser().parse_args(argv)
     from training import tuning
-    from training.run_dir import write_text
+    from common.run_folder import write_text
 
     settings = tuning.SearchSettings(
         model=args.model, search=args.search, dataset="tiny-imagenet" if args.data else args.dataset,

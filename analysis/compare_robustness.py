@@ -14,9 +14,9 @@ import fractions
 import pathlib
 import sys
 
-from training.cli import run_cli
-from analysis.robustness import eps_label
-from training.run_dir import read_json, write_text
+from common.cli import run_cli
+from common.checks import eps_label
+from common.run_folder import read_json, write_text
 
 
 def training_mode(config: dict) -> str:

@@ -12,8 +12,8 @@ import argparse
 import pathlib
 import sys
 
-from training.cli import run_cli
-from training.run_dir import read_json, write_json, write_text
+from common.cli import run_cli
+from common.run_folder import read_json, write_json, write_text
 
 RESULTS = pathlib.Path("results")
 

@@ -20,6 +20,7 @@ import numpy as np
 import tensorflow as tf
 
 from augment import attacks
+from common.checks import eps_label
 
 LARGE_EPS = 0.5  # half the pixel range: every image can be turned into almost anything
 
@@ -129,12 +130,6 @@ def sanity_checks(model, images, labels, result, eps_values, pgd_steps, restarts
         checks.append(Check("a very large eps drives accuracy to chance", large <= chance + 0.02,
                             f"PGD at eps {LARGE_EPS}: {large:.4f} (chance {chance:.4f})"))
     return checks
-
-
-def eps_label(eps: float) -> str:
-    """``8/255`` where eps is a whole number of grey levels, else the decimal."""
-    levels = eps * 255
-    return f"{round(levels)}/255" if abs(levels - round(levels)) < 1e-6 else f"{eps:g}"
 
 
 def markdown_table(result: dict, title: str = "") -> str:

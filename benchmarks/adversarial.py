@@ -29,7 +29,7 @@ import tensorflow as tf  # noqa: E402
 
 from augment import attacks  # noqa: E402
 from training.adversarial import AdversarialConfig, AdversarialModel  # noqa: E402
-from training.cli import run_cli  # noqa: E402
+from common.cli import run_cli  # noqa: E402
 
 OUTPUT = REPO / "results" / "benchmarks" / "adversarial.json"
 EPS, SHAPE, NUM_CLASSES = 8 / 255, (64, 64, 3), 200

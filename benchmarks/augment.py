@@ -29,7 +29,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 import augment  # noqa: E402
-from training.cli import run_cli  # noqa: E402
+from common.cli import run_cli  # noqa: E402
 
 NUM_IMAGES = 2048
 OUTPUT = REPO / "results" / "benchmarks" / "augment.json"

@@ -10,7 +10,7 @@ import evaluate as evaluate_cli
 import train as train_cli
 from analysis import compare_robustness, robustness
 from training import trainer
-from training.callbacks import read_history
+from common.run_folder import read_history
 from training.recipes import override
 
 import keras

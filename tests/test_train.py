@@ -12,7 +12,8 @@ import pytest
 import train as train_cli
 from analysis import results_table
 from training import trainer
-from training.callbacks import ResumableEarlyStopping, ResumableReduceLROnPlateau, read_history
+from common.run_folder import read_history
+from training.callbacks import ResumableEarlyStopping, ResumableReduceLROnPlateau
 from training.recipes import get_recipe, override
 
 FAST = dict(dataset="digits", classes=4, per_class=40, verbose=0)

@@ -12,7 +12,7 @@ import models
 import train as train_cli
 from models import transfer
 from training import phases, trainer
-from training.callbacks import read_history
+from common.run_folder import read_history
 from training.recipes import get_recipe, override
 
 

@@ -1,14 +1,13 @@
 """Callbacks that keep a run folder complete and honest across crashes and resumes."""
 from __future__ import annotations
 
-import csv
 import math
 import pathlib
 import time
 
 import keras
 
-from training.run_dir import atomic_path
+from common.run_folder import atomic_path, read_history, trim_history  # noqa: F401
 
 
 class EpochTimer(keras.callbacks.Callback):
@@ -79,29 +78,3 @@ class ResumableEarlyStopping(_ReplaysFinishedEpochs, keras.callbacks.EarlyStoppi
 
 class ResumableReduceLROnPlateau(_ReplaysFinishedEpochs, keras.callbacks.ReduceLROnPlateau):
     """ReduceLROnPlateau whose patience counts across ``--resume``."""
-
-
-def read_history(path: str | pathlib.Path) -> list[dict]:
-    """Rows of a CSVLogger file as dicts of floats (epoch as int); [] if there is none."""
-    path = pathlib.Path(path)
-    if not path.exists():
-        return []
-    with path.open(newline="") as handle:
-        rows = list(csv.DictReader(handle))
-    return [{key: (int(value) if key == "epoch" else float(value)) for key, value in row.items() if value != ""}
-            for row in rows]
-
-
-def trim_history(path: str | pathlib.Path, epochs_done: int) -> list[dict]:
-    """Drop rows of epochs a crash interrupted before their backup was written; return the rest."""
-    path = pathlib.Path(path)
-    if not path.exists():
-        return []
-    with path.open(newline="") as handle:
-        reader = csv.DictReader(handle)
-        fields, rows = reader.fieldnames, [row for row in reader if int(row["epoch"]) < epochs_done]
-    with atomic_path(path) as temporary, temporary.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=fields)
-        writer.writeheader()
-        writer.writerows(rows)
-    return read_history(path)

@@ -25,7 +25,7 @@ from data.pipeline import make_dataset
 from models.transfer import InferenceOnly, MeanProbabilityLogits
 from training import trainer
 from training.recipes import Recipe
-from training.run_dir import atomic_path, read_json, write_json
+from common.run_folder import atomic_path, read_json, write_json
 
 KINDS = ("alphastack", "average")
 
@@ -156,7 +156,7 @@ def train_alphastack(members: list[Member], run_dir, *, head=(512, 256), **data_
     metrics["trainable_parameters"] = sum(int(keras.ops.size(variable)) for variable in stack.trainable_variables)
     metrics["members"] = member_scores(stack, members, val_data)
     write_json(run_dir / "metrics.json", metrics)
-    from analysis.plots import plot_history
+    from common.plots import plot_history
 
     plot_history(run_dir / "history.csv", run_dir / "curves.png",
                  title=f"AlphaStack of {len(members)} on {config.dataset}")

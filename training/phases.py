@@ -33,8 +33,7 @@ import re
 import keras
 
 from training import trainer
-from training.callbacks import read_history
-from training.run_dir import atomic_path, read_json, write_json
+from common.run_folder import atomic_path, read_history, read_json, write_json
 
 
 @dataclasses.dataclass(frozen=True)
@@ -241,7 +240,7 @@ def train_phases(config, run_dir, *, resume: bool = False, extra_callbacks: tupl
     summary = {**last, "epochs": epochs, "total_seconds": seconds, "seconds_per_epoch": seconds / max(epochs, 1),
                "parameters": int(base.count_params()), "phases": finished}
     write_json(run_dir / "metrics.json", summary)
-    from analysis.plots import plot_history
+    from common.plots import plot_history
 
     plot_history(history_path, run_dir / "curves.png", title=f"{config.model} on {config.dataset}, phases "
                  f"{', '.join(str(number) for number, _ in selected)}")

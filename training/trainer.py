@@ -17,7 +17,7 @@ from data.pipeline import make_dataset
 from training import callbacks as run_callbacks
 from training.distribute import is_chief, make_strategy
 from training.recipes import Recipe, get_recipe
-from training.run_dir import read_json, write_json
+from common.run_folder import read_json, write_json
 
 GUARD_IMAGES = 256
 OPTIMIZERS = ("adam", "adamw", "rmsprop", "adadelta", "sgd", "nadam")
@@ -249,7 +249,7 @@ def train(config: TrainConfig, run_dir: str | pathlib.Path, *, resume: bool = Fa
               callbacks=callbacks, verbose=config.verbose)
 
     write_json(run_dir / "metrics.json", final_metrics(run_dir, val_data, base.count_params()))
-    from analysis.plots import plot_history
+    from common.plots import plot_history
 
     plot_history(history_path, run_dir / "curves.png", title=f"{config.model} on {config.dataset}")
     return run_dir

@@ -30,9 +30,9 @@ import keras_tuner
 
 import data
 import models
-from analysis.robustness import eps_label
+from common.checks import eps_label
 from training import recipes, trainer
-from training.run_dir import read_json, write_json, write_text
+from common.run_folder import read_json, write_json, write_text
 
 SEARCHES = ("optimizer", "augment")
 TUNERS = {"random": keras_tuner.RandomSearch, "bayesian": keras_tuner.BayesianOptimization,
