@@ -20,6 +20,7 @@ import numpy as np
 import tensorflow as tf
 
 from augment import attacks
+from augment.robust_accuracy import accuracy  # noqa: F401  (re-exported: the tables' accuracy)
 from common.checks import eps_label
 
 LARGE_EPS = 0.5  # half the pixel range: every image can be turned into almost anything
@@ -30,19 +31,6 @@ class Check:
     name: str
     passed: bool
     detail: str
-
-
-def accuracy(model, images: np.ndarray, labels: np.ndarray, attack=None, batch_size: int = 128) -> float:
-    """Top-1 accuracy of ``model`` on ``images`` (float [0,1]) after ``attack(model, x, y)``."""
-    correct = 0
-    for start in range(0, len(images), batch_size):
-        x = tf.convert_to_tensor(images[start:start + batch_size], tf.float32)
-        y = tf.convert_to_tensor(labels[start:start + batch_size], tf.int32)
-        if attack is not None:
-            x = attack(model, x, y)
-        logits = model(x, training=False)
-        correct += int(tf.reduce_sum(tf.cast(tf.argmax(logits, -1, output_type=tf.int32) == y, tf.int32)))
-    return correct / len(images)
 
 
 def _fgsm(eps):
