@@ -1,0 +1,178 @@
+"""GAN generators and discriminators for 64x64x3 images in [0, 1]: the CS182 report's DCGAN and a
+class-conditional variant.
+
+The report's DCGAN (after Nowozin's 2018 lecture model; DCGAN: Radford et al., 2016) is given in
+words only; this module reads it as (w = ``width``, defaults in brackets):
+
+    generator(noise (B, latent_dim [100]))
+        dense 4x4x8w -> BN -> ReLU -> reshape (4, 4, 8w)
+        4 x [transposed conv 4x4/2 -> BN -> ReLU]: 4w, 2w, w, w/2 channels, 8 -> 16 -> 32 -> 64 pixels
+        conv 3x3x3 -> tanh -> rescale to [0, 1]                     width [64]
+    discriminator(images (B, 64, 64, 3) in [0, 1])
+        rescale to [-1, 1]
+        4 x [conv 4x4/2 -> BN (not on the first, as DCGAN) -> LeakyReLU 0.2]: w, 2w, 4w, 8w channels
+        flatten -> dense(dense_units [1024]) -> BN -> LeakyReLU 0.2 -> dense(1): a logit   width [64]
+
+The conditional generator (``cgan_generator``) takes a second input, an int32 class label (B,), embeds
+it into ``latent_dim`` numbers and concatenates them with the noise. The conditional discriminator
+(``cgan_discriminator``) is a projection discriminator (Miyato & Koyama, "cGANs with Projection
+Discriminator", ICLR 2018): logit = dense(h) + <embed(label), h>, with h the penultimate features,
+instead of feeding 200 one-hot channels. ``spectral_norm=True`` wraps every discriminator convolution
+and dense layer in ``keras.layers.SpectralNormalization`` (Miyato et al., ICLR 2018).
+
+These are not classifiers, so they live in their own registry here (``build_gan``), not in the zoo's.
+"""
+from __future__ import annotations
+
+import numbers
+from typing import Callable
+
+import keras
+
+IMAGE_SHAPE = (64, 64, 3)
+_LEAKY_SLOPE = 0.2
+_BATCH_NORM_MOMENTUM = 0.9  # DCGAN's; the zoo's default 0.99 lags behind a generator that keeps changing
+
+_GAN_BUILDERS: dict[str, Callable[..., keras.Model]] = {}
+
+
+def register_gan(builder: Callable[..., keras.Model]) -> Callable[..., keras.Model]:
+    """Register ``builder`` under its function name in the GAN registry."""
+    if builder.__name__ in _GAN_BUILDERS:
+        raise ValueError(f"A GAN model named {builder.__name__!r} is already registered.")
+    _GAN_BUILDERS[builder.__name__] = builder
+    return builder
+
+
+def gan_names() -> list[str]:
+    """The registered GAN builders, sorted."""
+    return sorted(_GAN_BUILDERS)
+
+
+def build_gan(name: str, **options) -> keras.Model:
+    """Build the registered GAN model ``name`` (e.g. "dcgan_generator"), uncompiled."""
+    if name not in _GAN_BUILDERS:
+        raise ValueError(f"Unknown GAN model {name!r}. Known GAN models: {', '.join(gan_names())}")
+    return _GAN_BUILDERS[name](**options)
+
+
+def _check_positive(name: str, value) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        raise ValueError(f"`{name}` must be a positive integer. Received: {name}={value!r}")
+    return int(value)
+
+
+def _check_width(width) -> int:
+    width = _check_positive("width", width)
+    if width < 2 or width % 2:
+        raise ValueError(f"`width` must be an even integer of at least 2. Received: width={width!r}")
+    return width
+
+
+def _check_classes(num_classes) -> int:
+    num_classes = _check_positive("num_classes", num_classes)
+    if num_classes < 2:
+        raise ValueError(f"`num_classes` must be at least 2. Received: num_classes={num_classes}")
+    return num_classes
+
+
+def _generator_body(latent, width: int):
+    """Dense to 4x4, four transposed convolutions to 64x64, a final convolution; [0, 1] out."""
+    x = keras.layers.Dense(4 * 4 * 8 * width, use_bias=False, name="project")(latent)
+    x = keras.layers.BatchNormalization(momentum=_BATCH_NORM_MOMENTUM, name="project_bn")(x)
+    x = keras.layers.ReLU(name="project_relu")(x)
+    x = keras.layers.Reshape((4, 4, 8 * width), name="project_reshape")(x)
+    for index, filters in enumerate((4 * width, 2 * width, width, width // 2), start=1):
+        # 4x4 kernels with stride 2 cover every output pixel equally (no checkerboard from 5x5/2).
+        x = keras.layers.Conv2DTranspose(filters, 4, strides=2, padding="same", use_bias=False,
+                                         name=f"up{index}_deconv")(x)
+        x = keras.layers.BatchNormalization(momentum=_BATCH_NORM_MOMENTUM, name=f"up{index}_bn")(x)
+        x = keras.layers.ReLU(name=f"up{index}_relu")(x)
+    x = keras.layers.Conv2D(3, 3, padding="same", activation="tanh", name="to_rgb")(x)
+    return keras.layers.Rescaling(0.5, offset=0.5, name="to_unit_range")(x)
+
+
+@register_gan
+def dcgan_generator(latent_dim: int = 100, width: int = 64) -> keras.Model:
+    """Noise float32 (B, latent_dim) -> images float32 (B, 64, 64, 3) in [0, 1]."""
+    latent_dim = _check_positive("latent_dim", latent_dim)
+    width = _check_width(width)
+    noise = keras.Input((latent_dim,), name="noise")
+    return keras.Model(noise, _generator_body(noise, width), name="dcgan_generator")
+
+
+@register_gan
+def cgan_generator(num_classes: int = 200, latent_dim: int = 100, width: int = 64) -> keras.Model:
+    """[noise float32 (B, latent_dim), label int32 (B,)] -> images float32 (B, 64, 64, 3) in [0, 1]."""
+    num_classes = _check_classes(num_classes)
+    latent_dim = _check_positive("latent_dim", latent_dim)
+    width = _check_width(width)
+    noise = keras.Input((latent_dim,), name="noise")
+    label = keras.Input((), dtype="int32", name="label")
+    embedded = keras.layers.Embedding(num_classes, latent_dim, name="label_embedding")(label)
+    latent = keras.layers.Concatenate(name="noise_and_label")([noise, embedded])
+    return keras.Model([noise, label], _generator_body(latent, width), name="cgan_generator")
+
+
+def _maybe_spectral(layer: keras.layers.Layer, spectral_norm: bool) -> keras.layers.Layer:
+    if not spectral_norm:
+        return layer
+    return keras.layers.SpectralNormalization(layer, name=f"{layer.name}_sn")
+
+
+def _discriminator_features(images, width: int, dense_units: int, spectral_norm: bool):
+    """Four strided convolutions and a dense layer: the penultimate features h (B, dense_units)."""
+    x = keras.layers.Rescaling(2.0, offset=-1.0, name="to_signed_range")(images)
+    for index, filters in enumerate((width, 2 * width, 4 * width, 8 * width), start=1):
+        conv = keras.layers.Conv2D(filters, 4, strides=2, padding="same", use_bias=index == 1,
+                                   name=f"down{index}_conv")
+        x = _maybe_spectral(conv, spectral_norm)(x)
+        if index > 1:  # DCGAN: no normalisation on the discriminator's input layer
+            x = keras.layers.BatchNormalization(momentum=_BATCH_NORM_MOMENTUM, name=f"down{index}_bn")(x)
+        x = keras.layers.LeakyReLU(negative_slope=_LEAKY_SLOPE, name=f"down{index}_leaky_relu")(x)
+    x = keras.layers.Flatten(name="flatten")(x)
+    x = _maybe_spectral(keras.layers.Dense(dense_units, use_bias=False, name="hidden"), spectral_norm)(x)
+    x = keras.layers.BatchNormalization(momentum=_BATCH_NORM_MOMENTUM, name="hidden_bn")(x)
+    return keras.layers.LeakyReLU(negative_slope=_LEAKY_SLOPE, name="hidden_leaky_relu")(x)
+
+
+@register_gan
+def dcgan_discriminator(width: int = 64, dense_units: int = 1024, spectral_norm: bool = False) -> keras.Model:
+    """Images float32 (B, 64, 64, 3) in [0, 1] -> real-vs-fake logits float32 (B, 1)."""
+    width = _check_width(width)
+    dense_units = _check_positive("dense_units", dense_units)
+    images = keras.Input(IMAGE_SHAPE, name="images")
+    features = _discriminator_features(images, width, dense_units, bool(spectral_norm))
+    logits = _maybe_spectral(keras.layers.Dense(1, name="logit"), bool(spectral_norm))(features)
+    return keras.Model(images, logits, name="dcgan_discriminator")
+
+
+@register_gan
+def cgan_discriminator(num_classes: int = 200, width: int = 64, dense_units: int = 1024,
+                       spectral_norm: bool = False) -> keras.Model:
+    """[images float32 (B, 64, 64, 3) in [0, 1], label int32 (B,)] -> logits float32 (B, 1), projection-style."""
+    num_classes = _check_classes(num_classes)
+    width = _check_width(width)
+    dense_units = _check_positive("dense_units", dense_units)
+    images = keras.Input(IMAGE_SHAPE, name="images")
+    label = keras.Input((), dtype="int32", name="label")
+    features = _discriminator_features(images, width, dense_units, bool(spectral_norm))
+    unconditional = _maybe_spectral(keras.layers.Dense(1, name="logit"), bool(spectral_norm))(features)
+    # The class term <embed(y), h>: how much h looks like class y, one embedding row per class.
+    class_embedding = keras.layers.Embedding(num_classes, dense_units, name="class_embedding")(label)
+    projection = keras.layers.Dot(axes=1, name="projection")([class_embedding, features])
+    logits = keras.layers.Add(name="logit_with_projection")([unconditional, projection])
+    return keras.Model([images, label], logits, name="cgan_discriminator")
+
+
+def build_pair(kind: str, *, num_classes: int | None = None, latent_dim: int = 100, generator_width: int = 64,
+               discriminator_width: int = 64, dense_units: int = 1024, spectral_norm: bool = False):
+    """(generator, discriminator) for ``kind`` "dcgan" or "cgan" (which needs ``num_classes``)."""
+    if kind == "dcgan":
+        return (dcgan_generator(latent_dim=latent_dim, width=generator_width),
+                dcgan_discriminator(width=discriminator_width, dense_units=dense_units, spectral_norm=spectral_norm))
+    if kind == "cgan":
+        return (cgan_generator(num_classes=num_classes, latent_dim=latent_dim, width=generator_width),
+                cgan_discriminator(num_classes=num_classes, width=discriminator_width, dense_units=dense_units,
+                                   spectral_norm=spectral_norm))
+    raise ValueError(f"Unknown GAN kind {kind!r}. Known kinds: cgan, dcgan")
