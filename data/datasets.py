@@ -1,17 +1,24 @@
 """Every dataset the zoo trains on, behind one call: ``load_dataset(name, split) -> Split``."""
 from __future__ import annotations
 
+import os
 import pathlib
-import pickle
 
 import numpy as np
 from PIL import Image
 
-from data import tiny_imagenet
+from data import cifar, tiny_imagenet
 from data.cache import DatasetUnavailableError, cache_dir, one_line
 from data.split import Split
 
 DATASETS = ("tiny-imagenet", "cifar10", "cifar100", "svhn", "digits")
+# What ``root`` may be for each dataset; digits is built into scikit-learn and reads no folder.
+ROOTS = {
+    "tiny-imagenet": "a Tiny ImageNet folder, tiny-imagenet-200.zip or a folder of its zip parts",
+    "cifar10": "the extracted CIFAR-10 python version (data_batch_1..5, test_batch)",
+    "cifar100": "the extracted CIFAR-100 python version (train, test)",
+    "svhn": "a folder holding train_32x32.mat and test_32x32.mat",
+}
 SPLITS = ("train", "val")
 DIGITS_IMAGE_SIZE = (32, 32)
 
@@ -38,6 +45,11 @@ def load_dataset(name: str, split: str, *, root=None, classes: int | None = None
     "val" is the test split of CIFAR and SVHN and a fixed stratified 20% of digits. classes=N
     keeps the first N classes, per_class=K the first K images of each class, and
     image_size=(H, W) resizes every image with PIL's Lanczos filter.
+
+    root: a local copy (see ROOTS), or None to download (Tiny ImageNet, CIFAR, SVHN). ``root``
+    may come from a run's config, so it is read as untrusted input: no file under it is
+    unpickled or opened by anything but the readers of its own format, and anything else is
+    refused with an error naming it. digits takes no root.
     """
     if name not in DATASETS:
         raise ValueError(f"Unknown dataset {name!r}. Known datasets: {', '.join(DATASETS)}")
@@ -45,6 +57,9 @@ def load_dataset(name: str, split: str, *, root=None, classes: int | None = None
         raise ValueError(f"split must be one of {SPLITS}. Received: split={split!r}")
     if image_size is not None:
         image_size = _check_size(image_size)
+    _check_root(name, root)
+    if name == "tiny-imagenet" or (name == "svhn" and root is None):
+        cache_dir()  # a cache that cannot be written is reported before any data is read
     if name == "tiny-imagenet":
         result = tiny_imagenet.load(root, split, classes=classes, per_class=per_class)
     else:
@@ -55,6 +70,17 @@ def load_dataset(name: str, split: str, *, root=None, classes: int | None = None
     if image_size is not None and result.image_shape[:2] != image_size:
         result = resize(result, image_size)
     return result
+
+
+def _check_root(name: str, root) -> None:
+    if root is None:
+        return
+    if isinstance(root, bytes) or not isinstance(root, (str, os.PathLike)):
+        raise ValueError(f"root must be a path. Received: root={root!r}")
+    if not str(root).strip() or "\0" in str(root):
+        raise ValueError(f"root must be a path. Received: root={str(root)!r}")
+    if name not in ROOTS:
+        raise ValueError(f"{name} is built in and reads no folder or file. Received: root={str(root)!r}")
 
 
 def _check_size(image_size) -> tuple:
@@ -116,14 +142,13 @@ def _from_arrays(images, labels, names) -> Split:
 
 
 # ---------------------------------------------------------------------------------------------
-# CIFAR: keras.datasets downloads and caches; root may instead be the extracted "python version"
+# CIFAR: keras.datasets downloads and caches; root may instead be the extracted "python version",
+# read by data.cifar without unpickling anything but what the format holds
 
 
 def _cifar10(split: str, root) -> Split:
     if root is not None:
-        folder = _existing(root)
-        files = [f"data_batch_{number}" for number in range(1, 6)] if split == "train" else ["test_batch"]
-        images, labels = _cifar_pickles(folder, files, b"labels")
+        images, labels = cifar.load(root, "cifar10", split)
     else:
         import keras
 
@@ -134,26 +159,13 @@ def _cifar10(split: str, root) -> Split:
 
 def _cifar100(split: str, root) -> Split:
     if root is not None:
-        images, labels = _cifar_pickles(_existing(root), ["train" if split == "train" else "test"], b"fine_labels")
+        images, labels = cifar.load(root, "cifar100", split)
     else:
         import keras
 
         train, test = _download(lambda: keras.datasets.cifar100.load_data(label_mode="fine"), "CIFAR-100")
         images, labels = train if split == "train" else test
     return _from_arrays(images, labels, CIFAR100_CLASSES)
-
-
-def _cifar_pickles(folder: pathlib.Path, files: list, label_key: bytes):
-    images, labels = [], []
-    for name in files:
-        path = folder / name
-        if not path.is_file():
-            raise FileNotFoundError(f"CIFAR batch file not found: {path}")
-        with open(path, "rb") as handle:
-            batch = pickle.load(handle, encoding="bytes")  # the official CIFAR format is a pickle
-        images.append(np.asarray(batch[b"data"], np.uint8).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1))
-        labels.append(np.asarray(batch[label_key]))
-    return np.concatenate(images), np.concatenate(labels)
 
 
 def _download(function, title: str):
@@ -167,6 +179,8 @@ def _existing(root) -> pathlib.Path:
     path = pathlib.Path(root).expanduser()
     if not path.exists():
         raise FileNotFoundError(f"dataset folder not found: {path}")
+    if not path.is_dir():
+        raise NotADirectoryError(f"{path} is not a folder; SVHN's root must be {ROOTS['svhn']}")
     return path
 
 
@@ -193,6 +207,11 @@ def _svhn(split: str, root) -> Split:
         content = scipy.io.loadmat(path)
     except Exception as error:
         raise ValueError(f"cannot read SVHN file {path}: {one_line(error)}") from None
+    images, labels = content.get("X"), content.get("y")
+    well_formed = (isinstance(images, np.ndarray) and images.dtype == np.uint8 and images.ndim == 4
+                   and images.shape[2] == 3 and isinstance(labels, np.ndarray) and labels.size == images.shape[3])
+    if not well_formed:
+        raise ValueError(f"{path} is not an SVHN file: expected X, uint8 (32, 32, 3, N), and y, (N, 1)")
     return svhn_from_mat(content)
 
 

@@ -16,23 +16,32 @@ import numpy as np
 from numpy.lib.format import open_memmap
 from PIL import Image
 
+from data.cache import one_line
+
 # Below this many files, starting worker processes costs more than it saves.
 PARALLEL_THRESHOLD = 2000
 CHUNK_SIZE = 500
+# The only formats a dataset image is opened as, whatever its name says: PIL would otherwise hand
+# an EPS file to Ghostscript, a program of its own, and every other plugin is code a dataset
+# folder (which may come from an untrusted run config) need never reach.
+FORMATS = ("JPEG", "PNG")
 
 
 def decode_file(path, expected_size=None) -> np.ndarray:
-    """One image as uint8 (H, W, 3); grayscale and CMYK JPEGs are converted to RGB."""
+    """One image as uint8 (H, W, 3); grayscale and CMYK JPEGs are converted to RGB.
+
+    Only JPEG and PNG files are opened (``FORMATS``); anything else raises ValueError naming it.
+    """
     try:
-        with Image.open(path) as image:
+        with Image.open(path, formats=FORMATS) as image:
             if expected_size is not None and image.size != expected_size:
                 raise ValueError(
                     f"image {path} is {image.size[0]}x{image.size[1]}, expected "
                     f"{expected_size[0]}x{expected_size[1]} like the first image"
                 )
             return np.asarray(image.convert("RGB"))
-    except (OSError, SyntaxError) as error:  # PIL: truncated or not an image at all
-        raise ValueError(f"cannot decode image {path}: {error}") from None
+    except (OSError, SyntaxError, Image.DecompressionBombError) as error:  # truncated, not an image, or huge
+        raise ValueError(f"cannot decode image {path}: {one_line(error)}") from None
 
 
 def _decode_chunk(task) -> int:

@@ -4,6 +4,7 @@ from __future__ import annotations
 import pathlib
 import posixpath
 import zipfile
+import zlib
 
 from data.cache import atomic_directory
 
@@ -33,7 +34,8 @@ def extract_once(zip_path: pathlib.Path, destination: pathlib.Path) -> pathlib.P
     """Extract ``zip_path`` into the folder ``destination`` unless it is already there.
 
     Extraction goes to a temporary sibling that is renamed at the end, so an interrupted run
-    leaves no half-extracted ``destination`` that a later run would trust.
+    leaves no half-extracted ``destination`` that a later run would trust. A corrupt member (bad
+    CRC, truncated data) raises ValueError naming the zip and the member.
     """
     if destination.is_dir():
         return destination
@@ -46,5 +48,13 @@ def extract_once(zip_path: pathlib.Path, destination: pathlib.Path) -> pathlib.P
     with archive, atomic_directory(destination) as temporary:
         members = check_members(archive, zip_path)
         print(f"Extracting {zip_path.name} ({len(members)} files) into {destination}", flush=True)
-        archive.extractall(temporary, members)
+        for member in members:
+            # One member at a time, so that a corrupt one can be named.
+            try:
+                archive.extract(member, temporary)
+            except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError) as error:
+                raise ValueError(
+                    f"corrupt zip {zip_path}: member {member.filename!r} cannot be read ({error}); "
+                    "download or copy the zip again"
+                ) from None
     return destination

@@ -7,6 +7,7 @@ and runs never touch a JPEG again.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import math
 import pathlib
@@ -15,8 +16,8 @@ import zipfile
 
 import numpy as np
 
-from data.cache import (DatasetUnavailableError, atomic_directory, cache_dir, cache_key, one_line,
-                        source_identity)
+from data.cache import (DatasetUnavailableError, atomic_directory, cache_dir, cache_key, content_digest, files_digest,
+                        one_line, remove_stale_temporaries, source_identity)
 from data.decode import decode_images
 from data.extract import extract_once
 from data.split import Split
@@ -27,7 +28,8 @@ META_PART = "tiny-imagenet-200-meta-val.zip"
 TRAIN_PART = "tiny-imagenet-200-train-{}.zip"
 IMAGES_PER_TRAIN_PART = 100  # part K holds images N in [100(K-1), 100K) of every class
 NUM_TRAIN_PARTS = 5
-CACHE_FORMAT = 1  # bump when the cached arrays change meaning
+CACHE_FORMAT = 2  # bump when the cached arrays change meaning (2: keyed on the data, not the path)
+CACHE_FOLDERS = ("tiny-imagenet-200-arrays", "tiny-imagenet-200-extracted", "tiny-imagenet-200-parts")
 SPLITS = ("train", "val")
 
 
@@ -58,11 +60,13 @@ def load(root=None, split: str = "train", classes: int | None = None, per_class:
     for name, value in (("classes", classes), ("per_class", per_class)):
         if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
             raise ValueError(f"{name} must be a positive integer or None. Received: {name}={value!r}")
+    remove_leftovers()
     layout = resolve(root, split, per_class)
-    key = cache_key(format=CACHE_FORMAT, split=split, classes=classes, per_class=per_class, source=layout.identity)
+    paths, labels, boxes, wnids, names = _index(layout, split, classes, per_class)
+    key = cache_key(format=CACHE_FORMAT, split=split, classes=classes, per_class=per_class, source=layout.identity,
+                    data=data_identity(layout, split, paths, labels, boxes, wnids, names))
     entry = cache_dir() / "tiny-imagenet-200-arrays" / f"{split}-{key}"
     if not entry.is_dir():
-        paths, labels, boxes, wnids, names = _index(layout, split, classes, per_class)
         with atomic_directory(entry) as temporary:
             decode_images(paths, temporary / "images.npy", description=f"Decoding Tiny ImageNet {split}")
             np.save(temporary / "labels.npy", labels)
@@ -76,6 +80,38 @@ def load(root=None, split: str = "train", classes: int | None = None, per_class:
         class_names=meta["class_names"],
         boxes=np.load(entry / "boxes.npy"),
     )
+
+
+def data_identity(layout: Layout, split: str, paths: list, labels, boxes, wnids: list, names: list) -> dict:
+    """What a decoded split is made of, for its cache key: editing any of it gives a new entry.
+
+    The image files as a list with sizes and mtimes (a replaced, added or removed JPEG), the
+    bytes of wnids.txt (whose order is what every label means) and, for "val", of
+    val/val_annotations.txt, and the index built from them (labels, boxes, wnids, class names).
+    Image bytes are not hashed: one stat per file keeps the key cheap for 100,000 images.
+    """
+    index = hashlib.sha256()
+    for array in (labels, boxes):
+        index.update(np.ascontiguousarray(array).tobytes())
+    index.update(json.dumps([wnids, names]).encode())
+    identity = {"images": files_digest(paths), "index": index.hexdigest(),
+                "wnids": content_digest(layout.meta / "wnids.txt")}
+    if split == "val":
+        identity["val_annotations"] = content_digest(layout.meta / "val" / "val_annotations.txt")
+    return identity
+
+
+def remove_leftovers() -> list:
+    """Remove what killed decodes and extractions left in the cache (``.NAME.tmp-*`` folders); return them."""
+    cache = cache_dir()
+    folders = [cache / name for name in CACHE_FOLDERS[:2]]
+    # Zip parts are extracted to tiny-imagenet-200-parts/<source>/<part>/<zip identity>.
+    folders += [part for source in _subfolders(cache / CACHE_FOLDERS[2]) for part in _subfolders(source)]
+    return [path for folder in folders for path in remove_stale_temporaries(folder)]
+
+
+def _subfolders(folder: pathlib.Path) -> list:
+    return [path for path in folder.iterdir() if path.is_dir()] if folder.is_dir() else []
 
 
 # ---------------------------------------------------------------------------------------------
@@ -120,7 +156,9 @@ def _extract_parts(root: pathlib.Path, split: str, per_class: int | None) -> Lay
     """Extract the meta part and only the train parts that ``per_class`` needs."""
     identity = source_identity(root)
     base = cache_dir() / "tiny-imagenet-200-parts" / cache_key(**identity)
-    meta = extract_once(root / META_PART, base / "meta-val") / "tiny-imagenet-200"
+    # Each part has its own entry keyed on that zip's size and mtime: a replaced part is extracted again.
+    meta_zip = root / META_PART
+    meta = extract_once(meta_zip, base / "meta-val" / cache_key(**source_identity(meta_zip))) / "tiny-imagenet-200"
     train_roots = [meta]
     if split == "train":
         count = NUM_TRAIN_PARTS
@@ -131,7 +169,8 @@ def _extract_parts(root: pathlib.Path, split: str, per_class: int | None) -> Lay
             part = root / TRAIN_PART.format(number)
             if not part.is_file():
                 raise FileNotFoundError(f"{part} is missing; per_class={per_class} needs train parts 1..{count}")
-            train_roots.append(extract_once(part, base / f"train-{number}") / "tiny-imagenet-200")
+            destination = base / f"train-{number}" / cache_key(**source_identity(part))
+            train_roots.append(extract_once(part, destination) / "tiny-imagenet-200")
     return Layout(meta, tuple(train_roots), identity)
 
 
@@ -171,10 +210,17 @@ def _index(layout: Layout, split: str, classes, per_class):
     return paths, np.asarray(labels, np.int32), np.asarray(boxes, np.int32).reshape(-1, 4), wnids, names
 
 
+def _read_text(path: pathlib.Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as error:
+        raise ValueError(f"{path} is not a UTF-8 text file ({error.reason} at byte {error.start})") from None
+
+
 def read_wnids(path: pathlib.Path) -> list:
     if not path.is_file():
         raise FileNotFoundError(f"Tiny ImageNet wnids file not found: {path}")
-    wnids = [line.strip() for line in path.read_text().splitlines() if line.strip()]
+    wnids = [line.strip() for line in _read_text(path).splitlines() if line.strip()]
     if not wnids:
         raise ValueError(f"{path} lists no wnids")
     if len(set(wnids)) != len(wnids):
@@ -187,11 +233,10 @@ def read_class_names(path: pathlib.Path, wnids: list) -> list:
     if not path.is_file():
         raise FileNotFoundError(f"Tiny ImageNet words file not found: {path}")
     wanted, names = set(wnids), {}
-    with open(path, encoding="utf-8") as lines:
-        for line in lines:
-            wnid, _, name = line.rstrip("\n").partition("\t")
-            if wnid in wanted:
-                names[wnid] = name.strip()
+    for line in _read_text(path).splitlines():
+        wnid, _, name = line.partition("\t")
+        if wnid in wanted:
+            names[wnid] = name.strip()
     return [names.get(wnid) or wnid for wnid in wnids]
 
 
@@ -234,7 +279,7 @@ def _read_train_boxes(path: pathlib.Path) -> dict:
     if not path.is_file():
         raise FileNotFoundError(f"Tiny ImageNet boxes file not found: {path}")
     boxes = {}
-    for number, line in enumerate(path.read_text().splitlines(), start=1):
+    for number, line in enumerate(_read_text(path).splitlines(), start=1):
         fields = line.split()
         if not fields:
             continue
@@ -251,7 +296,7 @@ def _val_index(meta: pathlib.Path, all_wnids: list, num_classes: int, per_class)
         raise FileNotFoundError(f"Tiny ImageNet validation annotations not found: {path}")
     label_of = {wnid: label for label, wnid in enumerate(all_wnids)}
     rows = []
-    for number, line in enumerate(path.read_text().splitlines(), start=1):
+    for number, line in enumerate(_read_text(path).splitlines(), start=1):
         fields = line.split("\t") if "\t" in line else line.split()
         if not line.strip():
             continue
