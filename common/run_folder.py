@@ -141,7 +141,7 @@ def read_history(path: str | os.PathLike) -> list[dict]:
     with path.open(newline="") as handle:
         rows = list(csv.DictReader(handle))
     return [{key: (int(value) if key == "epoch" else float(value)) for key, value in row.items()
-             if value not in ("", None) and key is not None} for row in rows]
+             if value not in ("", None, "NA") and key is not None} for row in rows]  # CSVLogger: "NA" = not logged
 
 
 def write_history(path: str | os.PathLike, rows: list[dict]) -> None:
