@@ -1,11 +1,9 @@
-"""Adversarial training inside `model.fit` (TensorFlow backend).
+"""Adversarial training as parts of the training wrapper (TensorFlow backend).
 
-`AdversarialModel` wraps a plain classifier and overrides `train_step`: each batch, the first
-`fraction` of the images is replaced by adversarial examples made from the current weights, on the
-replica's own device, and the model trains on the mix.  Evaluation (`test_step`) stays clean.
-
-Saving: `AdversarialModel` is a training-time wrapper without a config of its own; save and load
-`adversarial_model.base`, the plain functional model that holds every weight.
+`AttackMix` (input transform "attack_mix"): each batch, the first `fraction` of the images is replaced
+by adversarial examples made from the current weights, on the replica's own device, through the
+adversarial route. `LogitPairing` (loss term "logit_pairing"). `AdversarialModel` is the wrapper with
+both, kept as a shorthand. Evaluation (`test_step`) stays clean. Save `model.base`.
 """
 from __future__ import annotations
 
@@ -14,9 +12,14 @@ import math
 import re
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from augment import attacks
+from augment.robust_accuracy import accuracy, pgd_attack
+from models import routes
+from training.parts import View, register_part
+from training.wrapper import TrainingModel
 
 ATTACKS = ("fgsm", "pgd", "fast", "noise")
 
@@ -97,15 +100,13 @@ class AdversarialConfig:
         return tuple(name for name, weight in self.attacks.items() for _ in range(weight // divisor))
 
 
-class AdversarialModel(keras.Model):
-    """`base` trained on adversarial batches; `call` is `base`'s, so predict/evaluate are unchanged."""
+@register_part("transform", "attack_mix")
+class AttackMix:
+    """Replaces the leading ``fraction`` of each batch by adversarial examples of this step's scheduled attack,
+    made from the current weights on the replica's own device, through the adversarial route."""
 
-    def __init__(self, base: keras.Model, config: AdversarialConfig | None = None, **kwargs):
-        super().__init__(**kwargs)
-        if not isinstance(base, keras.Model):
-            raise ValueError(f"`base` must be a keras.Model. Received: base={base!r}")
-        self.base = base
-        self.config = config or AdversarialConfig()
+    def __init__(self, **options):
+        self.config = options.pop("config", None) or AdversarialConfig(**options)
         names = list(self.config.attacks)
         self._schedule_ids = [names.index(name) for name in self.config.schedule()]
         # Counters advance once per global step whatever the number of replicas.
@@ -113,23 +114,20 @@ class AdversarialModel(keras.Model):
                                           aggregation="only_first_replica")
         self.attack_counts = keras.Variable([0] * len(names), dtype="int64", trainable=False,
                                             name="attack_counts", aggregation="only_first_replica")
+        self.variables = [self.attack_step, self.attack_counts]
 
-    def call(self, inputs, training=False):
-        return self.base(inputs, training=training)
-
-    # ------------------------------------------------------------------------------- attacks
-    def _attack(self, name, x, y, seed):
+    def _attack(self, model, name, x, y, seed):
         config = self.config
         if name == "noise":
             return attacks.gaussian_noise(x, snr_db=config.noise_snr_db, seed=seed)
         if name == "fgsm":
-            return attacks.fgsm(self.base, x, y, eps=config.eps)
+            return attacks.fgsm(model, x, y, eps=config.eps)
         if name == "fast":
-            return attacks.pgd(self.base, x, y, eps=config.eps, step_size=1.25 * config.eps, steps=1, seed=seed)
-        return attacks.pgd(self.base, x, y, eps=config.eps, step_size=config.step_size,
-                           steps=config.pgd_steps, seed=seed)
+            return attacks.pgd(model, x, y, eps=config.eps, step_size=1.25 * config.eps, steps=1, seed=seed)
+        return attacks.pgd(model, x, y, eps=config.eps, step_size=config.step_size, steps=config.pgd_steps,
+                           seed=seed)
 
-    def adversarial_examples(self, x, y):
+    def adversarial_examples(self, model, x, y):
         """Adversarial versions of (x, y) by this step's scheduled attack; advances the schedule."""
         step = self.attack_step.value
         names = list(self.config.attacks)
@@ -140,43 +138,68 @@ class AdversarialModel(keras.Model):
         seed = tf.random.experimental.stateless_fold_in(
             tf.random.experimental.stateless_fold_in(tf.constant([self.config.seed, 0], tf.int64), step), replica_id
         )
-        branches = [lambda name=name: self._attack(name, x, y, seed) for name in names]
-        x_adv = tf.switch_case(attack_id, branches) if len(branches) > 1 else branches[0]()
+        with routes.forward_route("adversarial"):  # the attack sees the statistics its view trains with
+            branches = [lambda name=name: self._attack(model.base, name, x, y, seed) for name in names]
+            x_adv = tf.switch_case(attack_id, branches) if len(branches) > 1 else branches[0]()
         self.attack_counts.assign_add(tf.one_hot(attack_id, len(names), dtype="int64"))
         self.attack_step.assign_add(1)
         return tf.stop_gradient(x_adv)
 
-    # ---------------------------------------------------------------------------- train step
-    def train_step(self, data):
-        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
-        x = tf.cast(x, tf.float32)
+    def views(self, model, x, y, step):
         batch = tf.shape(x)[0]
         count = tf.cast(tf.math.ceil(self.config.fraction * tf.cast(batch, tf.float32) - 1e-6), tf.int32)
-        x_adv = self.adversarial_examples(x[:count], y[:count])
-        pairing = self.config.logit_pairing > 0
-        # With pairing, the clean versions of the attacked images go through the same forward pass.
-        inputs = tf.concat([x_adv, x] if pairing else [x_adv, x[count:]], axis=0)
-        with tf.GradientTape() as tape:
-            logits = self(inputs, training=True)
-            y_pred = tf.concat([logits[:count], logits[2 * count:]], 0) if pairing else logits
-            loss = self.compute_loss(x=inputs, y=y, y_pred=y_pred, sample_weight=sample_weight, training=True)
-            if pairing:
-                loss += self.pairing_loss(logits[count:2 * count], logits[:count])
-            scaled = self.optimizer.scale_loss(loss)
-        gradients = tape.gradient(scaled, self.trainable_variables)
-        self.optimizer.apply(gradients, self.trainable_variables)
-        replicas = tf.distribute.get_strategy().num_replicas_in_sync
-        for metric in self.metrics:
-            if metric.name == "loss":
-                # compute_loss divided by the replica count (global-batch mean); the metric wants the mean.
-                metric.update_state(loss * replicas, sample_weight=batch)
-        return self.compute_metrics(inputs, y, y_pred, sample_weight=sample_weight)
+        x_adv = self.adversarial_examples(model, x[:count], y[:count])
+        return [View("adversarial", x_adv, y[:count], route="adversarial", replaces=count)]
 
-    def pairing_loss(self, clean_logits, adversarial_logits):
-        """λ · mean squared logit difference, divided by the replica count like keras' losses."""
-        difference = tf.cast(clean_logits, tf.float32) - tf.cast(adversarial_logits, tf.float32)
-        replicas = tf.distribute.get_strategy().num_replicas_in_sync
-        return self.config.logit_pairing * tf.reduce_mean(tf.square(difference)) / replicas
+
+@register_part("loss", "logit_pairing")
+class LogitPairing:
+    """Adversarial logit pairing (Kannan et al. 2018, "Adversarial Logit Pairing"): λ · mean over images and
+    logits of (clean logits − adversarial logits)², the clean logits those of the attacked images."""
+
+    uses_clean_of_replaced = True
+
+    def __init__(self, weight: float):
+        if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not weight > 0:
+            raise ValueError(f"`weight` must be > 0. Received: weight={weight!r}")
+        self.weight = float(weight)
+
+    def __call__(self, model, views, outputs):
+        adversarial = views["adversarial"]
+        start = adversarial.offset - views["clean"].offset
+        count = tf.shape(outputs["adversarial"])[0]
+        clean_logits = outputs["clean"][start:start + count]
+        difference = tf.cast(clean_logits, tf.float32) - tf.cast(outputs["adversarial"], tf.float32)
+        return self.weight * tf.reduce_mean(tf.square(difference))
+
+
+def adversarial_parts(options: dict) -> list[dict]:
+    """Part specs for train.py's adversarial options (AdversarialConfig fields): the attack mix, and logit
+    pairing when its weight is positive."""
+    config = AdversarialConfig(**options)
+    mix = {key: value for key, value in dataclasses.asdict(config).items() if key != "logit_pairing"}
+    specs = [{"kind": "transform", "name": "attack_mix", **mix}]
+    if config.logit_pairing > 0:
+        specs.append({"kind": "loss", "name": "logit_pairing", "weight": config.logit_pairing})
+    return specs
+
+
+class AdversarialModel(TrainingModel):
+    """``base`` trained on adversarial batches: the training wrapper with an attack mix (and logit pairing)."""
+
+    def __init__(self, base: keras.Model, config: AdversarialConfig | None = None, **kwargs):
+        config = config or AdversarialConfig()
+        terms = [LogitPairing(config.logit_pairing)] if config.logit_pairing > 0 else []
+        super().__init__(base, transforms=[AttackMix(config=config)], loss_terms=terms, **kwargs)
+        self.config = config
+
+    @property
+    def attack_step(self):
+        return self.transforms[0].attack_step
+
+    @property
+    def attack_counts(self):
+        return self.transforms[0].attack_counts
 
 
 class CatastrophicOverfittingGuard(keras.callbacks.Callback):
@@ -195,9 +218,9 @@ class CatastrophicOverfittingGuard(keras.callbacks.Callback):
         super().__init__()
         if not 0 < collapse_ratio < 1:
             raise ValueError(f"`collapse_ratio` must be in (0, 1). Received: collapse_ratio={collapse_ratio!r}")
-        self.x = tf.convert_to_tensor(x, tf.float32)
-        self.y = tf.convert_to_tensor(y, tf.int32)
-        self.attack = dict(eps=eps, step_size=step_size, steps=steps, seed=seed)
+        self.x = np.asarray(x, np.float32)
+        self.y = np.asarray(y, np.int32)
+        self.attack = pgd_attack(eps, steps=steps, step_size=step_size, seed=seed)
         self.collapse_ratio, self.near_zero, self.clean_floor = collapse_ratio, near_zero, clean_floor
         self.restore_best, self.verbose = restore_best, verbose
         self.best_accuracy, self.best_weights, self.best_epoch, self.collapsed_epoch = -1.0, None, None, None
@@ -210,13 +233,10 @@ class CatastrophicOverfittingGuard(keras.callbacks.Callback):
             accuracy, negative_epoch = max(logged)  # the earliest epoch among equals, as in on_epoch_end
             self.best_accuracy, self.best_epoch, self.best_weights = accuracy, -negative_epoch, None
 
-    def _accuracy(self, images):
-        predicted = tf.argmax(self.model(images, training=False), axis=-1, output_type=tf.int32)
-        return float(tf.reduce_mean(tf.cast(predicted == self.y, tf.float32)))
-
     def on_epoch_end(self, epoch, logs=None):
-        robust = self._accuracy(attacks.pgd(self.model, self.x, self.y, **self.attack))
-        clean = self._accuracy(self.x)
+        # One batch: the held-out set is small, and one random start keeps the numbers as they were.
+        robust = accuracy(self.model, self.x, self.y, self.attack, batch_size=len(self.x))
+        clean = accuracy(self.model, self.x, self.y, batch_size=len(self.x))
         if logs is not None:
             logs["val_pgd_accuracy"] = robust
         fell = robust < self.collapse_ratio * self.best_accuracy

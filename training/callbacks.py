@@ -1,13 +1,10 @@
 """Callbacks that keep a run folder complete and honest across crashes and resumes."""
 from __future__ import annotations
 
-import math
-import pathlib
 import time
 
 import keras
 
-from common.run_folder import atomic_path, read_history, trim_history  # noqa: F401
 
 
 class EpochTimer(keras.callbacks.Callback):
@@ -19,31 +16,6 @@ class EpochTimer(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         if logs is not None:
             logs["epoch_seconds"] = time.perf_counter() - self._start
-
-
-class BestModelCheckpoint(keras.callbacks.Callback):
-    """Saves ``model`` (the plain model, not a training wrapper) whenever ``monitor`` improves.
-
-    Unlike ``keras.callbacks.ModelCheckpoint`` it writes to a temporary file and renames it,
-    so a crash mid-save never leaves a broken ``model.keras``, and it starts from the best
-    value a resumed run had already reached.
-    """
-
-    def __init__(self, model_to_save: keras.Model, path: str | pathlib.Path, monitor: str = "val_accuracy",
-                 initial_best: float = -math.inf):
-        super().__init__()
-        self.model_to_save = model_to_save
-        self.path = pathlib.Path(path)
-        self.monitor = monitor
-        self.best = initial_best
-
-    def on_epoch_end(self, epoch, logs=None):
-        value = (logs or {}).get(self.monitor)
-        if value is None or not value > self.best:
-            return
-        self.best = float(value)
-        with atomic_path(self.path) as temporary:
-            self.model_to_save.save(temporary)
 
 
 class _ReplaysFinishedEpochs:

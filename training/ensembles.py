@@ -15,7 +15,6 @@ Members are scored inside the ensemble graph, on the same data and resizing as t
 from __future__ import annotations
 
 import dataclasses
-import math
 import pathlib
 
 import keras
@@ -26,6 +25,7 @@ from models.transfer import InferenceOnly, MeanProbabilityLogits
 from training import trainer
 from training.recipes import Recipe
 from common.run_folder import atomic_path, read_json, write_json
+from training.fit import Checkpoint, fit_into_run
 
 KINDS = ("alphastack", "average")
 
@@ -146,20 +146,16 @@ def train_alphastack(members: list[Member], run_dir, *, head=(512, 256), **data_
     trainer.compile_for_training(stack, config.recipe)
     _write_config(run_dir, config, members, val_split, head=list(head))
     train_data, val_data, steps = trainer.make_datasets(config.recipe, train_split, val_split, config.seed)
-    callbacks = trainer.fit_callbacks(config, config.recipe, stack, checkpoint=run_dir / "model.keras",
-                                      history_path=run_dir / "history.csv", backup_dir=run_dir / "backup",
-                                      previous=[], best=-math.inf)
-    stack.fit(train_data, epochs=config.recipe.epochs, steps_per_epoch=steps, validation_data=val_data,
-              callbacks=callbacks, verbose=config.verbose)
 
-    metrics = trainer.final_metrics(run_dir, val_data, stack.count_params())
-    metrics["trainable_parameters"] = sum(int(keras.ops.size(variable)) for variable in stack.trainable_variables)
-    metrics["members"] = member_scores(stack, members, val_data)
-    write_json(run_dir / "metrics.json", metrics)
-    from common.plots import plot_history
+    def finish(rows):
+        metrics = trainer.final_metrics(run_dir, val_data, stack.count_params())
+        metrics["trainable_parameters"] = sum(int(keras.ops.size(variable)) for variable in stack.trainable_variables)
+        metrics["members"] = member_scores(stack, members, val_data)
+        return metrics
 
-    plot_history(run_dir / "history.csv", run_dir / "curves.png",
-                 title=f"AlphaStack of {len(members)} on {config.dataset}")
+    fit_into_run(stack, run_dir, train_data, epochs=config.recipe.epochs, steps_per_epoch=steps,
+                 validation_data=val_data, checkpoints=[Checkpoint(stack, "model.keras")], verbose=config.verbose,
+                 finish=finish, plot_title=f"AlphaStack of {len(members)} on {config.dataset}")
     return run_dir
 
 

@@ -24,7 +24,6 @@ first unfinished phase, from that phase's BackupAndRestore folder (backup/<name>
 """
 from __future__ import annotations
 
-import csv
 import dataclasses
 import numbers
 import pathlib
@@ -32,8 +31,12 @@ import re
 
 import keras
 
-from training import trainer
-from common.run_folder import atomic_path, read_history, read_json, write_json
+from common.plots import plot_history
+from common.run_folder import read_history, read_json, remove_leftovers, write_history, write_json
+from training import run_setup
+from training.fit import Checkpoint, fit_into_run
+from training.parts import make_parts
+from training.wrapper import wrap
 
 
 @dataclasses.dataclass(frozen=True)
@@ -155,32 +158,29 @@ def _adversarial_options(phase: Phase, config) -> dict | None:
     return {**phase.adversarial, "seed": config.seed, **(config.adversarial or {})}
 
 
-def _train_phase(config, number, phase, base, strategy, splits, datasets, run_dir, extra_callbacks) -> dict:
-    train_split, val_split = splits
+def _train_phase(config, number, phase, base, strategy, splits, datasets, run_dir, extra_callbacks,
+                 resume) -> dict:
+    _, val_split = splits
     train_data, val_data, steps = datasets
     recipe = _phase_recipe(config.recipe, phase)
     options = _adversarial_options(phase, config)
     with strategy.scope():
         trained = set_trainable(base, phase)
-        model, adversarial_callbacks = base, []
-        if options:
-            model, adversarial_callbacks = trainer._adversarial_training(base, options, val_split)
-        trainer.compile_for_training(model, recipe, config.jit_compile)
+        model = wrap(base, make_parts(run_setup.part_specs(options, config.parts)))
+        run_setup.compile_for_training(model, recipe, config.jit_compile)
 
-    history_path = run_dir / "phases" / f"{phase.name}.csv"
-    backup_dir = run_dir / "backup" / phase.name
-    # A history without a finished phase is a crashed attempt: keep the epochs its backup holds.
-    previous, best = trainer.resumed_history(history_path, backup_dir, history_path.exists())
-    callbacks = trainer.fit_callbacks(
-        config, recipe, base, checkpoint=run_dir / "model.keras", history_path=history_path, backup_dir=backup_dir,
-        previous=previous, best=best, adversarial=adversarial_callbacks, extra=extra_callbacks,
-        tensorboard_dir=run_dir / "tensorboard" / phase.name)
+    history_name = f"phases/{phase.name}.csv"
+    callbacks = [*run_setup.training_callbacks(options, val_split),
+                 *run_setup.schedule_callbacks(config, recipe, extra_callbacks, run_dir / "tensorboard" / phase.name)]
     print(f"phase {number} {phase.name}: training {', '.join(trained)} at {phase.learning_rate:g} for "
           f"{recipe.epochs} epochs{', adversarial ' + str(options['attacks']) if options else ''}")
-    model.fit(train_data, epochs=recipe.epochs, steps_per_epoch=steps, validation_data=val_data,
-              callbacks=callbacks, verbose=config.verbose)
+    # A phase history without a finished phase is a crashed attempt: resume it from its own backup.
+    fit_into_run(model, run_dir, train_data, epochs=recipe.epochs, steps_per_epoch=steps, validation_data=val_data,
+                 checkpoints=[Checkpoint(base, "model.keras")], callbacks=callbacks,
+                 resume=resume or (run_dir / history_name).exists(), verbose=config.verbose,
+                 history_name=history_name, backup_name=f"backup/{phase.name}", metrics_name=None, plot_name=None)
 
-    metrics = trainer.final_metrics(run_dir, val_data, base.count_params(), history_path=history_path)
+    metrics = run_setup.final_metrics(run_dir, val_data, base.count_params(), history_path=run_dir / history_name)
     trainable = sum(int(keras.ops.size(variable)) for variable in base.trainable_variables)
     metrics.update(phase=number, learning_rate=phase.learning_rate, trained_layers=trained,
                    trainable_parameters=trainable, adversarial=options)
@@ -189,16 +189,13 @@ def _train_phase(config, number, phase, base, strategy, splits, datasets, run_di
 
 def _write_history(run_dir: pathlib.Path, finished: dict) -> pathlib.Path:
     """All finished phases' histories in one file, epochs counted across phases."""
-    rows, fields = [], ["epoch", "phase", "phase_epoch"]
+    rows = []
     for name, metrics in finished.items():
         for row in read_history(run_dir / "phases" / f"{name}.csv"):
-            rows.append({**row, "epoch": len(rows), "phase": metrics["phase"], "phase_epoch": row["epoch"]})
-            fields += [key for key in row if key not in fields]
+            rows.append({"epoch": len(rows), "phase": metrics["phase"], "phase_epoch": row["epoch"],
+                         **{key: value for key, value in row.items() if key != "epoch"}})
     path = run_dir / "history.csv"
-    with atomic_path(path) as temporary, temporary.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=fields, restval="")
-        writer.writeheader()
-        writer.writerows(rows)
+    write_history(path, rows)
     return path
 
 
@@ -206,11 +203,12 @@ def train_phases(config, run_dir, *, resume: bool = False, extra_callbacks: tupl
     """Run the selected phases of ``config.recipe.phases`` into ``run_dir``; with ``resume`` skip finished ones."""
     run_dir = pathlib.Path(run_dir)
     selected = select_phases(get_schedule(config.recipe.phases), config.phases)
-    strategy = trainer.start(config)
-    splits = trainer.load_splits(config)
+    strategy = run_setup.start(config)
+    splits = run_setup.load_splits(config)
     with strategy.scope():
-        base = trainer.build_model(config, splits[0])
-    run_dir = trainer.open_run_dir(config, run_dir, strategy, splits[0], resume)
+        base = run_setup.build_model(config, splits[0])
+    run_dir = run_setup.open_run_dir(config, run_dir, strategy, splits[0], resume)
+    remove_leftovers(run_dir)
     (run_dir / "phases").mkdir(exist_ok=True)
     progress_path = run_dir / "phases" / "progress.json"
     finished = read_json(progress_path)["finished"] if resume and progress_path.exists() else {}
@@ -219,13 +217,13 @@ def train_phases(config, run_dir, *, resume: bool = False, extra_callbacks: tupl
         # The best weights of the last finished phase; a phase interrupted after its first epoch then
         # restores its own later weights from its backup.
         base.load_weights(run_dir / "model.keras")
-    datasets = trainer.make_datasets(config.recipe, *splits, config.seed)
+    datasets = run_setup.make_datasets(config.recipe, *splits, config.seed)
 
     for number, phase in selected:
         if phase.name in finished:
             continue
         finished[phase.name] = _train_phase(config, number, phase, base, strategy, splits, datasets, run_dir,
-                                            extra_callbacks)
+                                            extra_callbacks, resume)
         finished = dict(sorted(finished.items(), key=lambda item: item[1]["phase"]))
         write_json(progress_path, {"finished": finished})
         base.load_weights(run_dir / "model.keras")  # the next phase starts from this phase's best
@@ -240,8 +238,6 @@ def train_phases(config, run_dir, *, resume: bool = False, extra_callbacks: tupl
     summary = {**last, "epochs": epochs, "total_seconds": seconds, "seconds_per_epoch": seconds / max(epochs, 1),
                "parameters": int(base.count_params()), "phases": finished}
     write_json(run_dir / "metrics.json", summary)
-    from common.plots import plot_history
-
     plot_history(history_path, run_dir / "curves.png", title=f"{config.model} on {config.dataset}, phases "
                  f"{', '.join(str(number) for number, _ in selected)}")
     return run_dir

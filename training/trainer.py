@@ -1,279 +1,44 @@
 """Train one model with its recipe and leave a complete run folder.
 
 run folder: config.json, model.keras (best by val accuracy), history.csv, metrics.json,
-curves.png, and backup/ while a run is unfinished (what ``--resume`` continues from).
+curves.png, fit.json, and backup/ while a run is unfinished (what ``--resume`` continues from).
+The training parts (attack mix, loss terms, hooks) come from ``config.adversarial`` and
+``config.parts``; the fit itself is ``training.fit.fit_into_run``; multi-phase recipes go to
+``training.phases``.
 """
 from __future__ import annotations
 
-import dataclasses
-import math
 import pathlib
 
-import keras
-
-import data
-import models
-from data.pipeline import make_dataset
-from training import callbacks as run_callbacks
-from training.distribute import is_chief, make_strategy
-from training.recipes import Recipe, get_recipe
-from common.run_folder import read_json, write_json
-
-GUARD_IMAGES = 256
-OPTIMIZERS = ("adam", "adamw", "rmsprop", "adadelta", "sgd", "nadam")
+from training import phases, run_setup
+from training.fit import Checkpoint, fit_into_run
+from training.parts import make_parts
+# The pieces of a run, re-exported: most callers know them as trainer.X.
+from training.run_setup import (OPTIMIZERS, TrainConfig, accuracy_metrics, compile_for_training,  # noqa: F401
+                                default_config, final_metrics, load_splits, make_datasets)
+from training.wrapper import wrap
 
 
-@dataclasses.dataclass
-class TrainConfig:
-    model: str
-    recipe: Recipe
-    dataset: str = "tiny-imagenet"
-    data: str | None = None
-    classes: int | None = None
-    per_class: int | None = None
-    image_size: int | None = None  # None: the recipe's size on Tiny ImageNet, else the dataset's own
-    seed: int = 0
-    mixed_precision: bool = False
-    jit_compile: bool = False
-    strategy: str = "default"
-    tensorboard: bool = False
-    adversarial: dict | None = None  # training.adversarial.AdversarialConfig fields
-    model_options: dict = dataclasses.field(default_factory=dict)  # builder options, e.g. weights, backbone_size
-    phases: str | None = None  # which phases of a multi-phase recipe to run, e.g. "2-4" (None: all)
-    verbose: int | str = "auto"
-    command: str = ""
-
-    def to_dict(self) -> dict:
-        payload = dataclasses.asdict(self)
-        payload["recipe"] = self.recipe.to_dict()
-        return payload
-
-    @classmethod
-    def from_dict(cls, payload: dict) -> "TrainConfig":
-        fields = {f.name for f in dataclasses.fields(cls)}
-        payload = {key: value for key, value in payload.items() if key in fields}
-        recipe = payload.pop("recipe")
-        recipe["chosen"] = tuple(recipe.get("chosen", ()))
-        return cls(recipe=Recipe(**recipe), **payload)
-
-    @property
-    def resolved_image_size(self) -> int | None:
-        if self.image_size:
-            return self.image_size
-        return self.recipe.image_size if self.dataset == "tiny-imagenet" else None
-
-
-def default_config(model: str, **changes) -> TrainConfig:
-    models.get_builder(model)  # an unknown name fails here, before any data is read
-    return TrainConfig(model=model, recipe=get_recipe(model, changes.get("dataset", "tiny-imagenet")), **changes)
-
-
-def load_splits(config: TrainConfig) -> tuple[data.Split, data.Split]:
-    size = config.resolved_image_size
-    image_size = (size, size) if size else None
-    common = dict(root=config.data, classes=config.classes, image_size=image_size)
-    train_split = data.load_dataset(config.dataset, "train", per_class=config.per_class, **common)
-    val_split = data.load_dataset(config.dataset, "val", **common)
-    return train_split, val_split
-
-
-def make_optimizer(recipe: Recipe) -> keras.optimizers.Optimizer:
-    if recipe.optimizer not in OPTIMIZERS:
-        raise ValueError(f"Unknown optimizer {recipe.optimizer!r}. Known optimizers: {', '.join(OPTIMIZERS)}")
-    return keras.optimizers.get({"class_name": recipe.optimizer, "config": {"learning_rate": recipe.learning_rate}})
-
-
-def accuracy_metrics() -> list:
-    return [
-        keras.metrics.SparseCategoricalAccuracy(name="accuracy"),
-        keras.metrics.SparseTopKCategoricalAccuracy(k=3, name="top3"),
-        keras.metrics.SparseTopKCategoricalAccuracy(k=5, name="top5"),
-    ]
-
-
-def compile_for_training(model: keras.Model, recipe: Recipe, jit_compile: bool = False) -> None:
-    model.compile(
-        optimizer=make_optimizer(recipe),
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-        metrics=accuracy_metrics(),
-        jit_compile=jit_compile,
-    )
-
-
-class StepDecay:
-    """Learning rate ``initial * factor ** (epoch // every)``: a per-epoch step schedule."""
-
-    def __init__(self, initial: float, every: int, factor: float):
-        self.initial, self.every, self.factor = initial, every, factor
-
-    def __call__(self, epoch: int, learning_rate=None) -> float:
-        return self.initial * self.factor ** (epoch // self.every)
-
-
-def _schedule_callbacks(recipe: Recipe) -> list:
-    """The recipe's schedule and plateau callbacks."""
-    result = []
-    if recipe.step_decay_epochs > 0:
-        result.append(keras.callbacks.LearningRateScheduler(
-            StepDecay(recipe.learning_rate, recipe.step_decay_epochs, recipe.step_decay_factor)))
-    if recipe.early_stopping_patience > 0:
-        result.append(run_callbacks.ResumableEarlyStopping(
-            "val_accuracy", mode="max", patience=recipe.early_stopping_patience))
-    if recipe.reduce_lr_factor < 1.0:
-        result.append(run_callbacks.ResumableReduceLROnPlateau(
-            "val_accuracy", mode="max", factor=recipe.reduce_lr_factor, patience=recipe.reduce_lr_patience))
-    return result
-
-
-def _adversarial_training(base: keras.Model, options: dict, val_split: data.Split):
-    """The adversarial training wrapper, and for fast AT the guard against catastrophic overfitting."""
-    from training.adversarial import AdversarialConfig, AdversarialModel, CatastrophicOverfittingGuard
-
-    adversarial = AdversarialConfig(**options)
-    model = AdversarialModel(base, adversarial)
-    model.build((None, *val_split.image_shape))
-    callbacks = []
-    if "fast" in adversarial.attacks:
-        # A fixed held-out batch: PGD accuracy on it collapses within an epoch when fast AT overfits.
-        held_out = slice(0, min(GUARD_IMAGES, len(val_split)))
-        callbacks.append(CatastrophicOverfittingGuard(
-            val_split.images[held_out].astype("float32") / 255.0, val_split.labels[held_out],
-            eps=adversarial.eps, step_size=adversarial.eps / 4, steps=10, seed=adversarial.seed))
-    return model, callbacks
-
-
-def epochs_backed_up(backup_dir: pathlib.Path) -> int:
-    """Epochs that BackupAndRestore has saved (0 when a run crashed during its first epoch)."""
-    metadata = backup_dir / "training_metadata.json"
-    return read_json(metadata)["epoch"] if metadata.exists() else 0
-
-
-def start(config: TrainConfig):
-    """Seed, precision policy and distribution strategy of a run."""
-    keras.utils.set_random_seed(config.seed)
-    if config.mixed_precision:
-        keras.mixed_precision.set_global_policy("mixed_float16")
-    strategy = make_strategy(config.strategy)
-    if config.strategy != "default":
-        print(f"{type(strategy).__name__}: {strategy.num_replicas_in_sync} replicas in sync")
-    return strategy
-
-
-def build_model(config: TrainConfig, train_split: data.Split) -> keras.Model:
-    return models.build(config.model, num_classes=train_split.num_classes, input_shape=train_split.image_shape,
-                        **config.model_options)
-
-
-def open_run_dir(config: TrainConfig, run_dir: pathlib.Path, strategy, train_split: data.Split,
-                 resume: bool) -> pathlib.Path:
-    """Make the run folder (a worker's own subfolder off the chief) and write config.json for a new run."""
-    run_dir.mkdir(parents=True, exist_ok=True)
-    if not is_chief(strategy):  # other workers train in step but keep their files to themselves
-        run_dir = run_dir / f".worker-{strategy.cluster_resolver.task_id}"
-        run_dir.mkdir(parents=True, exist_ok=True)
-    if not resume:
-        write_json(run_dir / "config.json", {**config.to_dict(), "input_shape": train_split.image_shape,
-                                             "num_classes": train_split.num_classes})
-    return run_dir
-
-
-def resumed_history(history_path: pathlib.Path, backup_dir: pathlib.Path, resume: bool) -> tuple[list, float]:
-    """History rows of the epochs the backup holds, and the best val accuracy among them."""
-    previous = run_callbacks.trim_history(history_path, epochs_backed_up(backup_dir)) if resume else []
-    return previous, max((row.get("val_accuracy", -math.inf) for row in previous), default=-math.inf)
-
-
-def make_datasets(recipe: Recipe, train_split: data.Split, val_split: data.Split, seed: int):
-    """(train data, val data, steps per epoch) with the recipe's augmentation and batch size."""
-    augment = None
-    if recipe.augment != "none":
-        from augment import make_augmenter
-
-        augment = make_augmenter(recipe.augment)
-    train_data = make_dataset(train_split, recipe.batch_size, training=True, augment=augment,
-                              seed=seed, repeat=True)
-    val_data = make_dataset(val_split, recipe.batch_size, training=False)
-    return train_data, val_data, math.ceil(len(train_split) / recipe.batch_size)
-
-
-def fit_callbacks(config: TrainConfig, recipe: Recipe, base: keras.Model, *, checkpoint: pathlib.Path,
-                  history_path: pathlib.Path, backup_dir: pathlib.Path, previous: list, best: float,
-                  adversarial=(), extra=(), tensorboard_dir: pathlib.Path | None = None) -> list:
-    callbacks = [
-        run_callbacks.EpochTimer(),
-        *adversarial,
-        *_schedule_callbacks(recipe),
-        *extra,
-        run_callbacks.BestModelCheckpoint(base, checkpoint, initial_best=best),
-        keras.callbacks.CSVLogger(str(history_path), append=bool(previous)),
-    ]
-    if config.tensorboard:
-        callbacks.append(keras.callbacks.TensorBoard(str(tensorboard_dir)))
-    for callback in callbacks:
-        if hasattr(callback, "resume_from"):  # callbacks whose state lives in the finished epochs' history
-            callback.resume_from(previous)
-    # Last, so an epoch counts as done only once its history row and checkpoint are written.
-    callbacks.append(keras.callbacks.BackupAndRestore(str(backup_dir), double_checkpoint=True))
-    return callbacks
-
-
-def train(config: TrainConfig, run_dir: str | pathlib.Path, *, resume: bool = False,
+def train(config: run_setup.TrainConfig, run_dir: str | pathlib.Path, *, resume: bool = False,
           extra_callbacks: tuple = ()) -> pathlib.Path:
-    """Train ``config`` into ``run_dir`` (which exists); with ``resume`` continue from its backup."""
+    """Train ``config`` into ``run_dir``; with ``resume`` continue from its backup (or only finish it)."""
     if config.recipe.phases:
-        from training.phases import train_phases
-
-        return train_phases(config, run_dir, resume=resume, extra_callbacks=extra_callbacks)
+        return phases.train_phases(config, run_dir, resume=resume, extra_callbacks=extra_callbacks)
     run_dir = pathlib.Path(run_dir)
     recipe = config.recipe
-    strategy = start(config)
-    train_split, val_split = load_splits(config)
-
-    adversarial_callbacks = []
+    strategy = run_setup.start(config)
+    train_split, val_split = run_setup.load_splits(config)
     with strategy.scope():
-        base = build_model(config, train_split)
-        model = base
-        if config.adversarial:
-            model, adversarial_callbacks = _adversarial_training(base, config.adversarial, val_split)
-        compile_for_training(model, recipe, config.jit_compile)
+        base = run_setup.build_model(config, train_split)
+        model = wrap(base, make_parts(run_setup.part_specs(config.adversarial, config.parts)))
+        run_setup.compile_for_training(model, recipe, config.jit_compile)
 
-    run_dir = open_run_dir(config, run_dir, strategy, train_split, resume)
-    history_path = run_dir / "history.csv"
-    backup_dir = run_dir / "backup"
-    previous, best = resumed_history(history_path, backup_dir, resume)
-    train_data, val_data, steps = make_datasets(recipe, train_split, val_split, config.seed)
-    callbacks = fit_callbacks(config, recipe, base, checkpoint=run_dir / "model.keras", history_path=history_path,
-                              backup_dir=backup_dir, previous=previous, best=best, adversarial=adversarial_callbacks,
-                              extra=extra_callbacks, tensorboard_dir=run_dir / "tensorboard")
-    model.fit(train_data, epochs=recipe.epochs, steps_per_epoch=steps, validation_data=val_data,
-              callbacks=callbacks, verbose=config.verbose)
-
-    write_json(run_dir / "metrics.json", final_metrics(run_dir, val_data, base.count_params()))
-    from common.plots import plot_history
-
-    plot_history(history_path, run_dir / "curves.png", title=f"{config.model} on {config.dataset}")
+    run_dir = run_setup.open_run_dir(config, run_dir, strategy, train_split, resume)
+    train_data, val_data, steps = run_setup.make_datasets(recipe, train_split, val_split, config.seed)
+    callbacks = [*run_setup.training_callbacks(config.adversarial, val_split),
+                 *run_setup.schedule_callbacks(config, recipe, extra_callbacks, run_dir / "tensorboard")]
+    fit_into_run(model, run_dir, train_data, epochs=recipe.epochs, steps_per_epoch=steps, validation_data=val_data,
+                 checkpoints=[Checkpoint(base, "model.keras")], callbacks=callbacks, resume=resume,
+                 verbose=config.verbose, finish=lambda rows: run_setup.final_metrics(run_dir, val_data, base.count_params()),
+                 plot_title=f"{config.model} on {config.dataset}")
     return run_dir
-
-
-def final_metrics(run_dir: pathlib.Path, val_data, parameter_count: int, *,
-                  history_path: pathlib.Path | None = None) -> dict:
-    """Top-1/3/5 of the best saved model, and what the history (default history.csv) says about the run."""
-    best_model = keras.models.load_model(run_dir / "model.keras", safe_mode=True, compile=False)
-    best_model.compile(loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=accuracy_metrics())
-    scores = best_model.evaluate(val_data, return_dict=True, verbose=0)
-    history = run_callbacks.read_history(history_path or run_dir / "history.csv")
-    best_row = max(history, key=lambda row: row.get("val_accuracy", -1.0))
-    seconds = [row["epoch_seconds"] for row in history if "epoch_seconds" in row]
-    return {
-        "val_top1": scores["accuracy"],
-        "val_top3": scores["top3"],
-        "val_top5": scores["top5"],
-        "val_loss": scores["loss"],
-        "best_epoch": best_row["epoch"] + 1,
-        "epochs": len(history),
-        "final_train_accuracy": history[-1]["accuracy"],
-        "train_val_gap": best_row["accuracy"] - best_row["val_accuracy"],
-        "seconds_per_epoch": sum(seconds) / len(seconds) if seconds else None,
-        "total_seconds": sum(seconds),
-        "parameters": int(parameter_count),
-    }

@@ -30,6 +30,7 @@ import keras_tuner
 
 import data
 import models
+from augment.robust_accuracy import accuracy, pgd_attack
 from common.checks import eps_label
 from training import recipes, trainer
 from common.run_folder import read_json, write_json, write_text
@@ -126,15 +127,13 @@ class RobustAccuracy(keras.callbacks.Callback):
     def __init__(self, images, labels, eps: float, steps: int = 10):
         super().__init__()
         self.images, self.labels = images.astype("float32") / 255.0, labels
-        self.attack = dict(eps=eps, step_size=2.5 * eps / steps, steps=steps, seed=0)
+        self.attack = pgd_attack(eps, steps=steps, seed=0)
 
     def on_epoch_end(self, epoch, logs=None):
-        from augment import attacks
-
-        adversarial = attacks.pgd(self.model, self.images, self.labels, **self.attack)
-        predicted = keras.ops.argmax(self.model(adversarial, training=False), axis=-1)
+        # One batch, one random start: every trial is attacked alike.
+        robust = accuracy(self.model, self.images, self.labels, self.attack, batch_size=len(self.images))
         if logs is not None:
-            logs["val_robust_accuracy"] = float(keras.ops.mean(keras.ops.equal(predicted, self.labels)))
+            logs["val_robust_accuracy"] = robust
 
 
 class ZooHyperModel(keras_tuner.HyperModel):

@@ -1,0 +1,127 @@
+"""Fit a model into a run folder: the one sequence plain, phased, ensemble and GAN training share.
+
+    fit_into_run(model, run_dir, train_data, epochs=E, validation_data=val,
+                 checkpoints=[Checkpoint(base, "model.keras")], finish=lambda rows: {...})
+
+The folder afterwards: history.csv (one row per epoch, ``epoch_seconds`` included), each checkpoint
+file, fit.json (written the moment ``fit`` returns), metrics.json (``finish(rows)``) and the history
+plot. While a fit is unfinished, ``backup/`` holds BackupAndRestore's state.
+
+What a crash can cost, at any moment: at most the epoch it interrupted.
+- during an epoch: ``resume=True`` trims history.csv to the epochs the backup holds (an empty or
+  header-only file a kill left is removed) and BackupAndRestore continues from the last one;
+- after the last epoch (Keras has deleted ``backup/``), or while metrics or the plot were written:
+  fit.json says the fit finished, so a resume only writes what is missing;
+- mid-write: every file is written under a temporary name and renamed; the temporaries a kill left
+  are removed on the next start.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import pathlib
+from typing import Callable
+
+import keras
+
+from common.plots import plot_history
+from common.run_folder import (atomic_path, read_history, read_json, remove_leftovers, trim_history, write_json)
+from training.callbacks import EpochTimer
+
+FIT_MARKER = "fit.json"
+
+
+@dataclasses.dataclass
+class Checkpoint:
+    """Save ``model`` as ``filename`` in the run folder when ``monitor`` improves (None: after every epoch)."""
+
+    model: keras.Model
+    filename: str = "model.keras"
+    monitor: str | None = "val_accuracy"
+    mode: str = "max"
+
+    def __post_init__(self):
+        if self.mode not in ("max", "min"):
+            raise ValueError(f"`mode` is 'max' or 'min'. Received: mode={self.mode!r}")
+
+
+class _CheckpointCallback(keras.callbacks.Callback):
+    """Writes a checkpoint atomically; on resume it starts from the best value the history logged."""
+
+    def __init__(self, checkpoint: Checkpoint, path: pathlib.Path):
+        super().__init__()
+        self.checkpoint, self.path = checkpoint, path
+        self.best = -math.inf if checkpoint.mode == "max" else math.inf
+
+    def resume_from(self, finished_epochs) -> None:
+        values = [row[self.checkpoint.monitor] for row in finished_epochs if self.checkpoint.monitor in row]
+        if values and self.path.exists():
+            self.best = max(values) if self.checkpoint.mode == "max" else min(values)
+
+    def on_epoch_end(self, epoch, logs=None):
+        monitor = self.checkpoint.monitor
+        if monitor is not None:
+            value = (logs or {}).get(monitor)
+            better = value is not None and (value > self.best if self.checkpoint.mode == "max" else value < self.best)
+            if not better:
+                return
+            self.best = float(value)
+        with atomic_path(self.path) as temporary:
+            self.checkpoint.model.save(temporary)
+
+
+def epochs_backed_up(backup_dir: pathlib.Path) -> int:
+    """Epochs that BackupAndRestore has saved (0 when a run crashed during its first epoch)."""
+    metadata = pathlib.Path(backup_dir) / "training_metadata.json"
+    return read_json(metadata)["epoch"] if metadata.exists() else 0
+
+
+def fit_finished(run_dir: str | os.PathLike, history_name: str = "history.csv") -> bool:
+    marker = pathlib.Path(run_dir) / FIT_MARKER
+    return marker.exists() and read_json(marker).get(history_name, False)
+
+
+def _mark_finished(run_dir: pathlib.Path, history_name: str) -> None:
+    marker = run_dir / FIT_MARKER
+    payload = read_json(marker) if marker.exists() else {}
+    write_json(marker, {**payload, history_name: True})
+
+
+def fit_into_run(model: keras.Model, run_dir, train_data, *, epochs: int, steps_per_epoch: int | None = None,
+                 validation_data=None, checkpoints=(), callbacks=(), resume: bool = False, verbose="auto",
+                 finish: Callable[[list[dict]], dict] | None = None, plot_title: str = "",
+                 plot_metrics=("loss", "accuracy"), history_name: str = "history.csv",
+                 backup_name: str = "backup", metrics_name: str | None = "metrics.json",
+                 plot_name: str | None = "curves.png") -> list[dict]:
+    """Fit compiled ``model`` into ``run_dir`` (which exists) and return the history rows.
+
+    ``callbacks`` with a ``resume_from(rows)`` method get the finished epochs' rows of a resumed run
+    (patience, best values). ``finish(rows)`` returns the dict written to ``metrics_name`` (default:
+    the last row). Several fits can share a folder under different history/backup names (phases).
+    """
+    run_dir = pathlib.Path(run_dir)
+    history_path, backup_dir = run_dir / history_name, run_dir / backup_name
+    remove_leftovers(run_dir)
+    if resume and fit_finished(run_dir, history_name):
+        rows = read_history(history_path)
+    else:
+        previous = trim_history(history_path, epochs_backed_up(backup_dir)) if resume else []
+        checkpoint_callbacks = [_CheckpointCallback(checkpoint, run_dir / checkpoint.filename)
+                                for checkpoint in checkpoints]
+        every = [EpochTimer(), *callbacks, *checkpoint_callbacks,
+                 keras.callbacks.CSVLogger(str(history_path), append=bool(previous))]
+        for callback in every:
+            if hasattr(callback, "resume_from"):  # state that lives in the finished epochs' history
+                callback.resume_from(previous)
+        # Last, so an epoch counts as done only once its history row and checkpoints are written.
+        every.append(keras.callbacks.BackupAndRestore(str(backup_dir), double_checkpoint=True))
+        model.fit(train_data, epochs=epochs, steps_per_epoch=steps_per_epoch, validation_data=validation_data,
+                  callbacks=every, verbose=verbose, shuffle=False)  # the dataset shuffles itself
+        _mark_finished(run_dir, history_name)
+        rows = read_history(history_path)
+    if metrics_name:
+        write_json(run_dir / metrics_name, finish(rows) if finish else (rows[-1] if rows else {}))
+    if plot_name and rows:
+        plot_history(history_path, run_dir / plot_name, title=plot_title, metrics=tuple(plot_metrics))
+    return rows

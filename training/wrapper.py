@@ -1,0 +1,133 @@
+"""The one training model: a ``keras.Model`` whose ``train_step`` is composed of registered parts.
+
+    model = TrainingModel(base, transforms=[AttackMix(...)], loss_terms=[LogitPairing(0.5)],
+                          hooks=[GradientMonitor(...)])
+    model.compile(...); model.fit(...)
+
+A step: each input transform makes views of the batch from the current weights (each taking the
+leading images of what is left of the clean batch); the clean remainder is the "clean" view; the
+views go through the forward pass (one pass for all, or one per route when the base has
+route-aware norm layers, so dual BN sees each route's images alone); the classification loss is
+the mean over every view that counts in it; each loss term adds its value (logged under its name);
+the optimizer applies the gradients; each after-update hook runs. With no parts the step is Keras'
+own ``Model.train_step``, so plain training costs exactly what ``model.fit`` costs.
+
+``call``, ``test_step`` and ``predict`` are ``base``'s (clean route). Save ``model.base``: the
+wrapper is a training-time object without a config of its own. TensorFlow backend.
+"""
+from __future__ import annotations
+
+import keras
+import tensorflow as tf
+
+from models import routes
+from training.parts import View
+
+
+class TrainingModel(keras.Model):
+    def __init__(self, base: keras.Model, transforms=(), loss_terms=(), hooks=(), **kwargs):
+        super().__init__(**kwargs)
+        if not isinstance(base, keras.Model):
+            raise ValueError(f"`base` must be a keras.Model. Received: base={base!r}")
+        self.base = base
+        self.transforms, self.loss_terms, self.hooks = list(transforms), list(loss_terms), list(hooks)
+        names = [part.name for part in (*self.transforms, *self.loss_terms, *self.hooks)]
+        if len(set(names)) != len(names):
+            raise ValueError(f"Each part appears once. Received parts: {names}")
+        # Variables the parts own (schedule counters, monitors) are the model's, so BackupAndRestore keeps them.
+        self.part_variables = [variable for part in (*self.transforms, *self.loss_terms, *self.hooks)
+                               for variable in getattr(part, "variables", ())]
+        self.term_trackers = [keras.metrics.Mean(name=term.name) for term in self.loss_terms]
+        self._routed = routes.has_routes(base)
+        feature_layers = sorted({name for term in self.loss_terms for name in getattr(term, "feature_layers", ())})
+        self._feature_layers = feature_layers
+        self._forward_model = base if not feature_layers else keras.Model(
+            base.inputs, [base.outputs[0], *[base.get_layer(name).output for name in feature_layers]],
+            name=f"{base.name}_with_features")
+        self._clean_of_replaced = any(getattr(term, "uses_clean_of_replaced", False) for term in self.loss_terms)
+        self.build(base.input_shape)  # base is built; BackupAndRestore needs the wrapper built too
+
+    @property
+    def has_parts(self) -> bool:
+        return bool(self.transforms or self.loss_terms or self.hooks)
+
+    def call(self, inputs, training=False):
+        return self.base(inputs, training=training)
+
+    # --------------------------------------------------------------------------------- views
+    def make_views(self, x, y) -> list[View]:
+        """The transforms' views (with offsets), then the clean view of what they left."""
+        step = self.optimizer.iterations
+        views, offset = [], 0
+        for transform in self.transforms:
+            for view in transform.views(self, x[offset:], y[offset:], step):
+                view.offset = offset
+                views.append(view)
+                offset += view.replaces
+        start = 0 if self._clean_of_replaced else offset
+        clean = View("clean", x[start:], y[start:], route="clean", replaces=0, offset=start)
+        views.append(clean)
+        # Clean images a view replaced are forwarded (for a loss term) but not counted twice in the loss.
+        self._clean_skip = offset - start
+        return views
+
+    def forward(self, views: list[View]) -> dict:
+        """{view name: logits, "features": {view name: {layer: output}}}, one pass per route group."""
+        groups = {}
+        for view in views:
+            groups.setdefault(view.route if self._routed else "shared", []).append(view)
+        outputs, features = {}, {}
+        for route, members in groups.items():
+            images = tf.concat([view.images for view in members], 0) if len(members) > 1 else members[0].images
+            with routes.forward_route("clean" if route == "shared" else route):
+                result = self._forward_model(images, training=True)
+            result = result if self._feature_layers else [result]
+            sizes = [tf.shape(view.images)[0] for view in members]
+            pieces = [tf.split(tensor, sizes, axis=0) if len(members) > 1 else [tensor] for tensor in result]
+            for index, view in enumerate(members):
+                outputs[view.name] = pieces[0][index]
+                features[view.name] = {name: pieces[1 + k][index] for k, name in enumerate(self._feature_layers)}
+        outputs["features"] = features
+        return outputs
+
+    # ---------------------------------------------------------------------------- train step
+    def train_step(self, data):
+        if not self.has_parts:
+            return super().train_step(data)
+        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+        if sample_weight is not None:
+            raise ValueError("Sample weights are not supported together with training parts.")
+        x = tf.cast(x, tf.float32)
+        with tf.GradientTape() as tape:
+            views = self.make_views(x, y)
+            by_name = {view.name: view for view in views}
+            outputs = self.forward(views)
+            counted = [view for view in views if view.in_loss]
+            labels = [view.labels if view.name != "clean" else view.labels[self._clean_skip:] for view in counted]
+            logits = [outputs[view.name] if view.name != "clean" else outputs["clean"][self._clean_skip:]
+                      for view in counted]
+            y_loss, y_pred = tf.concat(labels, 0), tf.concat(logits, 0)
+            loss = self.compute_loss(x=x, y=y_loss, y_pred=y_pred, training=True)
+            replicas = tf.distribute.get_strategy().num_replicas_in_sync
+            for term, tracker in zip(self.loss_terms, self.term_trackers):
+                value = tf.cast(term(self, by_name, outputs), tf.float32)
+                tracker.update_state(value)
+                loss += value / replicas  # per-replica mean -> global-batch mean, as Keras' losses do
+            scaled = self.optimizer.scale_loss(loss)
+        variables = self.trainable_variables
+        gradients = tape.gradient(scaled, variables)
+        self.optimizer.apply(gradients, variables)
+        for hook in self.hooks:
+            hook(self, gradients, variables)
+        for metric in self.metrics:
+            if metric.name == "loss":
+                # compute_loss divided by the replica count (global-batch mean); the metric wants the mean.
+                metric.update_state(loss * replicas, sample_weight=tf.shape(y_loss)[0])
+        return self.compute_metrics(x, y_loss, y_pred)
+
+
+def wrap(base: keras.Model, parts: dict | None = None) -> keras.Model:
+    """``base`` in a TrainingModel with ``parts`` ({"transform": [...], "loss": [...], "hook": [...]})."""
+    parts = parts or {}
+    return TrainingModel(base, transforms=parts.get("transform", ()), loss_terms=parts.get("loss", ()),
+                         hooks=parts.get("hook", ()))
