@@ -31,6 +31,9 @@ Versions (from the report, unless marked as chosen here):
 
 (a) v3 trained on Lanczos-upscaled 72x72 images; (b) the report gives no rate for v3: the
 v2/v4 value is used.
+
+Every builder takes the injectable options of models.options: ``norm_layer`` (the five BN layers)
+and ``conv_constraint`` (every Conv2D and Dense kernel).
 """
 from __future__ import annotations
 
@@ -38,7 +41,8 @@ import numbers
 
 import keras
 
-from models.layers import BATCH_NORM_MOMENTUM, check_common_arguments, check_rate, normalized_input
+from models.layers import check_common_arguments, check_rate, normalized_input
+from models.options import batch_norm, injected
 from models.registry import register_model
 
 # (filters, kernel size) per convolution block.
@@ -46,61 +50,71 @@ _BLOCKS = ((64, 5), (128, 3), (256, 3), (256, 3), (512, 3))
 _LEAKY_SLOPE = 0.1
 
 
-def _alphanet(name, num_classes, input_shape, *, normalization, dense_units, conv_dropout, dense_dropout):
+def _alphanet(name, num_classes, input_shape, *, normalization, dense_units, conv_dropout, dense_dropout,
+              norm_layer, conv_constraint):
     input_shape = check_common_arguments(num_classes, input_shape, normalization)
     conv_dropout = check_rate("conv_dropout", conv_dropout)
     dense_dropout = check_rate("dense_dropout", dense_dropout)
     if isinstance(dense_units, bool) or not isinstance(dense_units, numbers.Integral) or dense_units < 1:
         raise ValueError(f"dense_units must be a positive integer. Received: dense_units={dense_units!r}")
+    options = injected(norm_layer, conv_constraint)
+    constraint = options["conv_constraint"]
 
     inputs, x = normalized_input(input_shape, normalization)
     for index, (filters, kernel_size) in enumerate(_BLOCKS, start=1):
         prefix = f"block{index}"
         # No bias: the batch normalisation that follows has its own offset.
-        x = keras.layers.Conv2D(
-            filters, kernel_size, padding="same", use_bias=False, name=f"{prefix}_conv"
-        )(x)
-        x = keras.layers.BatchNormalization(momentum=BATCH_NORM_MOMENTUM, name=f"{prefix}_bn")(x)
+        x = keras.layers.Conv2D(filters, kernel_size, padding="same", use_bias=False,
+                                kernel_constraint=constraint, name=f"{prefix}_conv")(x)
+        x = options["norm_layer"](name=f"{prefix}_bn")(x)
         x = keras.layers.LeakyReLU(negative_slope=_LEAKY_SLOPE, name=f"{prefix}_leaky_relu")(x)
         x = keras.layers.MaxPooling2D(2, padding="same", name=f"{prefix}_pool")(x)
         x = keras.layers.Dropout(conv_dropout, name=f"{prefix}_dropout")(x)
     x = keras.layers.Flatten(name="head_flatten")(x)
     for index in (1, 2):
         prefix = f"dense{index}"
-        x = keras.layers.Dense(dense_units, name=prefix)(x)
+        x = keras.layers.Dense(dense_units, kernel_constraint=constraint, name=prefix)(x)
         x = keras.layers.LeakyReLU(negative_slope=_LEAKY_SLOPE, name=f"{prefix}_leaky_relu")(x)
         x = keras.layers.Dropout(dense_dropout, name=f"{prefix}_dropout")(x)
-    outputs = keras.layers.Dense(num_classes, name="logits")(x)
+    outputs = keras.layers.Dense(num_classes, kernel_constraint=constraint, name="logits")(x)
     return keras.Model(inputs, outputs, name=name)
 
 
 @register_model
 def alphanet_v1(num_classes=200, input_shape=(64, 64, 3), *, normalization="imagenet",
-                dense_units=2048, conv_dropout=0.4, dense_dropout=0.5) -> keras.Model:
+                dense_units=2048, conv_dropout=0.4, dense_dropout=0.5, norm_layer=batch_norm,
+                conv_constraint=None) -> keras.Model:
     """AlphaNet v1: heavy dropout (0.4 on conv blocks, 0.5 on the dense head), dense 2048."""
     return _alphanet("alphanet_v1", num_classes, input_shape, normalization=normalization,
-                     dense_units=dense_units, conv_dropout=conv_dropout, dense_dropout=dense_dropout)
+                     dense_units=dense_units, conv_dropout=conv_dropout, dense_dropout=dense_dropout,
+                     norm_layer=norm_layer, conv_constraint=conv_constraint)
 
 
 @register_model
 def alphanet_v2(num_classes=200, input_shape=(64, 64, 3), *, normalization="imagenet",
-                dense_units=2048, conv_dropout=0.2, dense_dropout=0.2) -> keras.Model:
+                dense_units=2048, conv_dropout=0.2, dense_dropout=0.2, norm_layer=batch_norm,
+                conv_constraint=None) -> keras.Model:
     """AlphaNet v2: dropout 0.2 everywhere, dense 2048."""
     return _alphanet("alphanet_v2", num_classes, input_shape, normalization=normalization,
-                     dense_units=dense_units, conv_dropout=conv_dropout, dense_dropout=dense_dropout)
+                     dense_units=dense_units, conv_dropout=conv_dropout, dense_dropout=dense_dropout,
+                     norm_layer=norm_layer, conv_constraint=conv_constraint)
 
 
 @register_model
 def alphanet_v3(num_classes=200, input_shape=(72, 72, 3), *, normalization="imagenet",
-                dense_units=1024, conv_dropout=0.2, dense_dropout=0.2) -> keras.Model:
+                dense_units=1024, conv_dropout=0.2, dense_dropout=0.2, norm_layer=batch_norm,
+                conv_constraint=None) -> keras.Model:
     """AlphaNet v3: 72x72 (Lanczos-upscaled) inputs, dense 1024."""
     return _alphanet("alphanet_v3", num_classes, input_shape, normalization=normalization,
-                     dense_units=dense_units, conv_dropout=conv_dropout, dense_dropout=dense_dropout)
+                     dense_units=dense_units, conv_dropout=conv_dropout, dense_dropout=dense_dropout,
+                     norm_layer=norm_layer, conv_constraint=conv_constraint)
 
 
 @register_model
 def alphanet_v4(num_classes=200, input_shape=(64, 64, 3), *, normalization="imagenet",
-                dense_units=1024, conv_dropout=0.2, dense_dropout=0.2) -> keras.Model:
+                dense_units=1024, conv_dropout=0.2, dense_dropout=0.2, norm_layer=batch_norm,
+                conv_constraint=None) -> keras.Model:
     """AlphaNet v4: 64x64 inputs, dense 1024, dropout 0.2."""
     return _alphanet("alphanet_v4", num_classes, input_shape, normalization=normalization,
-                     dense_units=dense_units, conv_dropout=conv_dropout, dense_dropout=dense_dropout)
+                     dense_units=dense_units, conv_dropout=conv_dropout, dense_dropout=dense_dropout,
+                     norm_layer=norm_layer, conv_constraint=conv_constraint)

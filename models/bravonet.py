@@ -4,8 +4,8 @@ ResNet-18 (He et al., "Deep Residual Learning for Image Recognition", 2016): a s
 stages of two basic blocks (3x3 conv -> BN -> ReLU -> 3x3 conv -> BN, plus the shortcut,
 -> ReLU) with 64, 128, 256, 512 filters, the first block of stages 2-4 downsampling by 2
 (1x1 convolution + BN on the shortcut), global average pooling, optional dropout and a dense
-layer giving logits. Every variant is the same body (`_resnet18`); they differ only in the
-stem and the dropout:
+layer giving logits. Every variant is the same body (`resnet_body`, which models.resnet
+reuses for ResNet-34 to -152); they differ only in the stem and the dropout:
 
 | model            | default input | stem conv   | stem max-pool | dropout before the head |
 | ---------------- | ------------- | ----------- | ------------- | ----------------------- |
@@ -23,6 +23,9 @@ The IMT report's change (42% -> 62% on Tiny ImageNet) was adding a 3x3/2 max-poo
 first convolution of a CIFAR-style network: resnet18_maxpool is that network and
 resnet18_cifar the one without it. All convolutions and pools use ``padding="same"``, so
 every input size down to 1x1 builds (a 7x7/2 stem reaches stage 4 at 1x1 from 32x32).
+
+Every builder takes the injectable options of models.options: ``norm_layer`` (every BN),
+``conv_constraint`` (every Conv2D and the logits Dense) and ``residual_merge`` ("add" or "convex").
 """
 from __future__ import annotations
 
@@ -30,90 +33,104 @@ import numbers
 
 import keras
 
-from models.layers import BATCH_NORM_MOMENTUM, check_common_arguments, check_rate, normalized_input
+from models.layers import check_common_arguments, check_rate, normalized_input
+from models.options import batch_norm, injected, merge
 from models.registry import register_model
 
-_STAGE_FILTERS = (64, 128, 256, 512)
-_BLOCKS_PER_STAGE = 2
+STAGE_FILTERS = (64, 128, 256, 512)
+_BLOCKS_PER_STAGE = (2, 2, 2, 2)
 
 
-def _conv_bn(x, filters, kernel_size, strides, name):
-    # No bias: the batch normalisation that follows has its own offset.
+def conv_bn(x, filters, kernel_size, strides, name, *, norm_layer, conv_constraint):
+    """Conv2D ``{name}_conv`` (no bias: the norm layer after it has its own offset) -> ``{name}_bn``."""
     x = keras.layers.Conv2D(filters, kernel_size, strides=strides, padding="same", use_bias=False,
-                            kernel_initializer="he_normal", name=f"{name}_conv")(x)
-    return keras.layers.BatchNormalization(momentum=BATCH_NORM_MOMENTUM, name=f"{name}_bn")(x)
+                            kernel_initializer="he_normal", kernel_constraint=conv_constraint,
+                            name=f"{name}_conv")(x)
+    return norm_layer(name=f"{name}_bn")(x)
 
 
-def _basic_block(x, filters, strides, name):
+def basic_block(x, filters, strides, name, *, norm_layer, conv_constraint, residual_merge):
+    """ResNet's basic block: two 3x3 conv-BN, the shortcut (1x1 conv-BN when the shape changes), ReLU."""
+    layers = dict(norm_layer=norm_layer, conv_constraint=conv_constraint)
     shortcut = x
     if strides != 1 or x.shape[-1] != filters:
-        shortcut = _conv_bn(x, filters, 1, strides, f"{name}_shortcut")
-    x = _conv_bn(x, filters, 3, strides, f"{name}_1")
+        shortcut = conv_bn(x, filters, 1, strides, f"{name}_shortcut", **layers)
+    x = conv_bn(x, filters, 3, strides, f"{name}_1", **layers)
     x = keras.layers.ReLU(name=f"{name}_1_relu")(x)
-    x = _conv_bn(x, filters, 3, 1, f"{name}_2")
-    x = keras.layers.Add(name=f"{name}_add")([shortcut, x])
+    x = conv_bn(x, filters, 3, 1, f"{name}_2", **layers)
+    x = merge([shortcut, x], residual_merge, name)
     return keras.layers.ReLU(name=f"{name}_out")(x)
 
 
-def _resnet18(name, num_classes, input_shape, *, normalization, stem_kernel_size, stem_strides,
-              stem_max_pool, dropout):
-    """The ResNet-18 body shared by every variant in this module."""
+def resnet_body(name, num_classes, input_shape, *, normalization, stem_kernel_size, stem_strides,
+                stem_max_pool, dropout, norm_layer, conv_constraint, residual_merge,
+                blocks_per_stage=_BLOCKS_PER_STAGE, block=basic_block):
+    """A ResNet: stem (conv-BN-ReLU, optional 3x3/2 max-pool), four stages of ``block`` with
+    STAGE_FILTERS widths (the first block of stages 2-4 downsampling by 2), global average pool,
+    dropout, Dense logits. ResNet-18 here, the deeper ones in models.resnet."""
     input_shape = check_common_arguments(num_classes, input_shape, normalization)
     dropout = check_rate("dropout", dropout)
     for option, value in (("stem_kernel_size", stem_kernel_size), ("stem_strides", stem_strides)):
         if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
             raise ValueError(f"{option} must be a positive integer. Received: {option}={value!r}")
+    options = injected(norm_layer, conv_constraint, residual_merge)
+    layers = {key: options[key] for key in ("norm_layer", "conv_constraint")}
 
     inputs, x = normalized_input(input_shape, normalization)
-    x = _conv_bn(x, _STAGE_FILTERS[0], stem_kernel_size, stem_strides, "stem")
+    x = conv_bn(x, STAGE_FILTERS[0], stem_kernel_size, stem_strides, "stem", **layers)
     x = keras.layers.ReLU(name="stem_relu")(x)
     if stem_max_pool:
         x = keras.layers.MaxPooling2D(3, strides=2, padding="same", name="stem_pool")(x)
-    for stage, filters in enumerate(_STAGE_FILTERS, start=1):
-        for block in range(1, _BLOCKS_PER_STAGE + 1):
-            strides = 2 if stage > 1 and block == 1 else 1
-            x = _basic_block(x, filters, strides, f"stage{stage}_block{block}")
+    for stage, (filters, blocks) in enumerate(zip(STAGE_FILTERS, blocks_per_stage), start=1):
+        for index in range(1, blocks + 1):
+            strides = 2 if stage > 1 and index == 1 else 1
+            x = block(x, filters, strides, f"stage{stage}_block{index}", **options)
     x = keras.layers.GlobalAveragePooling2D(name="global_pool")(x)
     x = keras.layers.Dropout(dropout, name="head_dropout")(x)
-    outputs = keras.layers.Dense(num_classes, name="logits")(x)
+    outputs = keras.layers.Dense(num_classes, kernel_constraint=options["conv_constraint"], name="logits")(x)
     return keras.Model(inputs, outputs, name=name)
 
 
 @register_model
-def bravonet_v1(num_classes=200, input_shape=(72, 72, 3), *, normalization="imagenet",
-                dropout=0.0) -> keras.Model:
+def bravonet_v1(num_classes=200, input_shape=(72, 72, 3), *, normalization="imagenet", dropout=0.0,
+                norm_layer=batch_norm, conv_constraint=None, residual_merge="add") -> keras.Model:
     """BravoNet v1: ResNet-18 from scratch on 72x72 (Lanczos-upscaled) images."""
-    return _resnet18("bravonet_v1", num_classes, input_shape, normalization=normalization,
-                     stem_kernel_size=7, stem_strides=2, stem_max_pool=True, dropout=dropout)
+    return resnet_body("bravonet_v1", num_classes, input_shape, normalization=normalization, stem_kernel_size=7,
+                       stem_strides=2, stem_max_pool=True, dropout=dropout, norm_layer=norm_layer,
+                       conv_constraint=conv_constraint, residual_merge=residual_merge)
 
 
 @register_model
-def bravonet_v2(num_classes=200, input_shape=(64, 64, 3), *, normalization="imagenet",
-                dropout=0.5) -> keras.Model:
+def bravonet_v2(num_classes=200, input_shape=(64, 64, 3), *, normalization="imagenet", dropout=0.5,
+                norm_layer=batch_norm, conv_constraint=None, residual_merge="add") -> keras.Model:
     """BravoNet v2: ResNet-18 on 64x64 images with dropout before the classifier."""
-    return _resnet18("bravonet_v2", num_classes, input_shape, normalization=normalization,
-                     stem_kernel_size=7, stem_strides=2, stem_max_pool=True, dropout=dropout)
+    return resnet_body("bravonet_v2", num_classes, input_shape, normalization=normalization, stem_kernel_size=7,
+                       stem_strides=2, stem_max_pool=True, dropout=dropout, norm_layer=norm_layer,
+                       conv_constraint=conv_constraint, residual_merge=residual_merge)
 
 
 @register_model
-def bravonet_v3(num_classes=200, input_shape=(64, 64, 3), *, normalization="imagenet",
-                dropout=0.0) -> keras.Model:
+def bravonet_v3(num_classes=200, input_shape=(64, 64, 3), *, normalization="imagenet", dropout=0.0,
+                norm_layer=batch_norm, conv_constraint=None, residual_merge="add") -> keras.Model:
     """BravoNet v3: plain ResNet-18 on 64x64 images (the report's optimizer study)."""
-    return _resnet18("bravonet_v3", num_classes, input_shape, normalization=normalization,
-                     stem_kernel_size=7, stem_strides=2, stem_max_pool=True, dropout=dropout)
+    return resnet_body("bravonet_v3", num_classes, input_shape, normalization=normalization, stem_kernel_size=7,
+                       stem_strides=2, stem_max_pool=True, dropout=dropout, norm_layer=norm_layer,
+                       conv_constraint=conv_constraint, residual_merge=residual_merge)
 
 
 @register_model
-def resnet18_maxpool(num_classes=200, input_shape=(64, 64, 3), *, normalization="imagenet",
-                     dropout=0.0) -> keras.Model:
+def resnet18_maxpool(num_classes=200, input_shape=(64, 64, 3), *, normalization="imagenet", dropout=0.0,
+                     norm_layer=batch_norm, conv_constraint=None, residual_merge="add") -> keras.Model:
     """ResNet-18 with a 3x3 stride-1 stem followed by a 3x3/2 max-pool (IMT report)."""
-    return _resnet18("resnet18_maxpool", num_classes, input_shape, normalization=normalization,
-                     stem_kernel_size=3, stem_strides=1, stem_max_pool=True, dropout=dropout)
+    return resnet_body("resnet18_maxpool", num_classes, input_shape, normalization=normalization,
+                       stem_kernel_size=3, stem_strides=1, stem_max_pool=True, dropout=dropout, norm_layer=norm_layer,
+                       conv_constraint=conv_constraint, residual_merge=residual_merge)
 
 
 @register_model
-def resnet18_cifar(num_classes=200, input_shape=(32, 32, 3), *, normalization="imagenet",
-                   dropout=0.0) -> keras.Model:
+def resnet18_cifar(num_classes=200, input_shape=(32, 32, 3), *, normalization="imagenet", dropout=0.0,
+                   norm_layer=batch_norm, conv_constraint=None, residual_merge="add") -> keras.Model:
     """CIFAR-style ResNet-18: 3x3 stride-1 stem and no max-pool, for 32x32 inputs."""
-    return _resnet18("resnet18_cifar", num_classes, input_shape, normalization=normalization,
-                     stem_kernel_size=3, stem_strides=1, stem_max_pool=False, dropout=dropout)
+    return resnet_body("resnet18_cifar", num_classes, input_shape, normalization=normalization, stem_kernel_size=3,
+                       stem_strides=1, stem_max_pool=False, dropout=dropout, norm_layer=norm_layer,
+                       conv_constraint=conv_constraint, residual_merge=residual_merge)

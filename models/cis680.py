@@ -23,12 +23,17 @@ skip, ``x + activation(conv(x))``. The extra layers use a sigmoid by default (op
 usable gradients, so the effect the report studies would not show reliably, whereas through
 20 sigmoids the first layer's gradient shrinks by many orders of magnitude unless the skips
 carry it.
+
+The builders take the zoo's injectable options (models.options): ``conv_constraint`` is set on every
+convolution; ``norm_layer`` is accepted for one interface across the zoo but these networks have no norm
+layer, so it changes nothing; cis680_deep_residual takes ``residual_merge`` ("add" or "convex").
 """
 from __future__ import annotations
 
 import keras
 
 from models.layers import check_common_arguments, normalized_input
+from models.options import batch_norm, injected, merge
 from models.registry import register_model
 
 _EXTRA_LAYERS = 20
@@ -36,14 +41,18 @@ _EXTRA_FILTERS = 32
 _ACTIVATIONS = ("sigmoid", "tanh", "relu")
 
 
-def _cis680(name, num_classes, input_shape, *, normalization, extra_layers, residual, activation):
+def _cis680(name, num_classes, input_shape, *, normalization, extra_layers, residual, activation, norm_layer,
+            conv_constraint, residual_merge="add"):
     input_shape = check_common_arguments(num_classes, input_shape, normalization)
     if activation not in _ACTIVATIONS:
         raise ValueError(f"activation must be one of {_ACTIVATIONS}. Received: activation={activation!r}")
+    # The network has no norm layer: norm_layer is checked (one interface for the zoo) but builds nothing.
+    options = injected(norm_layer, conv_constraint, residual_merge)
+    constraint = options["conv_constraint"]
 
     def conv(x, filters, kernel_size, layer_name, conv_activation="relu"):
         return keras.layers.Conv2D(filters, kernel_size, padding="same", activation=conv_activation,
-                                   name=layer_name)(x)
+                                   kernel_constraint=constraint, name=layer_name)(x)
 
     def pool(x, layer_name):
         return keras.layers.AveragePooling2D(2, padding="same", name=layer_name)(x)
@@ -52,9 +61,10 @@ def _cis680(name, num_classes, input_shape, *, normalization, extra_layers, resi
     x = pool(conv(x, 32, 5, "conv1"), "pool1")
     for index in range(1, extra_layers + 1):
         prefix = f"extra{index}"
-        branch = keras.layers.Conv2D(_EXTRA_FILTERS, 3, padding="same", name=f"{prefix}_conv")(x)
+        branch = keras.layers.Conv2D(_EXTRA_FILTERS, 3, padding="same", kernel_constraint=constraint,
+                                     name=f"{prefix}_conv")(x)
         branch = keras.layers.Activation(activation, name=f"{prefix}_{activation}")(branch)
-        x = keras.layers.Add(name=f"{prefix}_add")([x, branch]) if residual else branch
+        x = merge([x, branch], options["residual_merge"], prefix) if residual else branch
     x = pool(conv(x, 32, 5, "conv2"), "pool2")
     x = pool(conv(x, 64, 5, "conv3"), "pool3")
     x = conv(x, 32, 2, "conv4")
@@ -64,23 +74,28 @@ def _cis680(name, num_classes, input_shape, *, normalization, extra_layers, resi
 
 
 @register_model
-def cis680_allconv(num_classes=200, input_shape=(64, 64, 3), *, normalization="imagenet") -> keras.Model:
+def cis680_allconv(num_classes=200, input_shape=(64, 64, 3), *, normalization="imagenet", norm_layer=batch_norm,
+                   conv_constraint=None) -> keras.Model:
     """The report's five-convolution all-convolutional network."""
     return _cis680("cis680_allconv", num_classes, input_shape, normalization=normalization,
-                   extra_layers=0, residual=False, activation="relu")
+                   extra_layers=0, residual=False, activation="relu", norm_layer=norm_layer,
+                   conv_constraint=conv_constraint)
 
 
 @register_model
 def cis680_deep_plain(num_classes=200, input_shape=(64, 64, 3), *, normalization="imagenet",
-                      activation="sigmoid") -> keras.Model:
+                      activation="sigmoid", norm_layer=batch_norm, conv_constraint=None) -> keras.Model:
     """cis680_allconv with 20 more plain convolutions (gradients vanish)."""
     return _cis680("cis680_deep_plain", num_classes, input_shape, normalization=normalization,
-                   extra_layers=_EXTRA_LAYERS, residual=False, activation=activation)
+                   extra_layers=_EXTRA_LAYERS, residual=False, activation=activation, norm_layer=norm_layer,
+                   conv_constraint=conv_constraint)
 
 
 @register_model
 def cis680_deep_residual(num_classes=200, input_shape=(64, 64, 3), *, normalization="imagenet",
-                         activation="sigmoid") -> keras.Model:
+                         activation="sigmoid", norm_layer=batch_norm, conv_constraint=None,
+                         residual_merge="add") -> keras.Model:
     """cis680_allconv with 20 more convolutions, each inside an identity skip."""
     return _cis680("cis680_deep_residual", num_classes, input_shape, normalization=normalization,
-                   extra_layers=_EXTRA_LAYERS, residual=True, activation=activation)
+                   extra_layers=_EXTRA_LAYERS, residual=True, activation=activation, norm_layer=norm_layer,
+                   conv_constraint=conv_constraint, residual_merge=residual_merge)

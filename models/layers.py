@@ -1,7 +1,8 @@
 """Pieces every zoo builder shares: argument checks, the input normalisation, common constants.
 
-The zoo only uses built-in Keras layers, so a saved ``model.keras`` reloads with
-``keras.models.load_model(path, safe_mode=True)`` without registering anything.
+The zoo uses built-in Keras layers plus a few custom ones (models.routes, models.parseval,
+models.transfer), each registered with ``keras.saving.register_keras_serializable``: once ``models``
+is imported, a saved ``model.keras`` reloads with ``keras.models.load_model(path, safe_mode=True)``.
 """
 from __future__ import annotations
 

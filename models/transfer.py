@@ -31,6 +31,12 @@ only for 224x224 inputs (its input is the 7x7x512 flatten): at backbone_size 224
 is used, at any other size a new ``vgg19_fc1`` Dense(4096) on the flattened features (never pretrained)
 takes its place. The backbones are nested models named "resnet101", "inception_v3" and "vgg19" and the
 head's layers start with "head_", so training.phases can train them one at a time.
+
+The injectable options of models.options reach only the layers this module builds: ``conv_constraint``
+is set on the logits Dense (and, in Convengers, on the head's Dense layers and a new ``vgg19_fc1``);
+``norm_layer`` builds Convengers' head norm layers. The backbones' own BatchNormalization layers are
+keras.applications' and are not replaced (the single-backbone heads have no norm layer, so ``norm_layer``
+changes nothing there and ``models.routes.has_routes`` stays False).
 """
 from __future__ import annotations
 
@@ -40,7 +46,8 @@ import os
 
 import keras
 
-from models.layers import BATCH_NORM_MOMENTUM, check_common_arguments, check_rate
+from models.layers import check_common_arguments, check_rate
+from models.options import batch_norm, injected
 from models.registry import register_model
 
 WEIGHTS = ("imagenet", "none")
@@ -209,47 +216,50 @@ def _input_pipeline(input_shape, backbone_size, preprocessing, normalization, au
 
 
 def _transfer(name, backbone_name, num_classes, input_shape, normalization, weights, backbone_size,
-              augmentation, dropout, seed):
+              augmentation, dropout, seed, norm_layer, conv_constraint):
     _, preprocessing, default_size, smallest = BACKBONES[backbone_name]
     backbone_size = default_size if backbone_size is None else backbone_size
     input_shape, backbone_size = _check_transfer_arguments(num_classes, input_shape, normalization, weights,
                                                            backbone_size, smallest)
     dropout = check_rate("dropout", dropout)
+    constraint = injected(norm_layer, conv_constraint)["conv_constraint"]
     inputs, x = _input_pipeline(input_shape, backbone_size, preprocessing, normalization, augmentation, seed)
     backbone = application(backbone_name, weights, include_top=False, pooling="avg",
                            input_shape=(backbone_size, backbone_size, input_shape[2]), name=backbone_name)
     x = backbone(x)
     x = keras.layers.Dropout(dropout, name="head_dropout")(x)
-    outputs = keras.layers.Dense(num_classes, name="logits")(x)
+    outputs = keras.layers.Dense(num_classes, kernel_constraint=constraint, name="logits")(x)
     return keras.Model(inputs, outputs, name=name)
 
 
 @register_model
 def resnet101_transfer(num_classes=200, input_shape=(64, 64, 3), *, normalization="imagenet", weights="imagenet",
-                       backbone_size=None, augmentation=True, dropout=0.0, seed=None) -> keras.Model:
+                       backbone_size=None, augmentation=True, dropout=0.0, seed=None, norm_layer=batch_norm,
+                       conv_constraint=None) -> keras.Model:
     """ResNet-101 fine-tuned from ImageNet at backbone_size (224 by default)."""
     return _transfer("resnet101_transfer", "resnet101", num_classes, input_shape, normalization, weights,
-                     backbone_size, augmentation, dropout, seed)
+                     backbone_size, augmentation, dropout, seed, norm_layer, conv_constraint)
 
 
 @register_model
 def inception_v3_transfer(num_classes=200, input_shape=(64, 64, 3), *, normalization="imagenet",
                           weights="imagenet", backbone_size=None, augmentation=True, dropout=0.0,
-                          seed=None) -> keras.Model:
+                          seed=None, norm_layer=batch_norm, conv_constraint=None) -> keras.Model:
     """Inception v3 (no auxiliary head) fine-tuned from ImageNet at backbone_size (299 by default, 75 at least)."""
     return _transfer("inception_v3_transfer", "inception_v3", num_classes, input_shape, normalization, weights,
-                     backbone_size, augmentation, dropout, seed)
+                     backbone_size, augmentation, dropout, seed, norm_layer, conv_constraint)
 
 
 @register_model
 def vgg19_transfer(num_classes=200, input_shape=(64, 64, 3), *, normalization="imagenet", weights="imagenet",
-                   backbone_size=None, augmentation=True, dropout=0.0, seed=None) -> keras.Model:
+                   backbone_size=None, augmentation=True, dropout=0.0, seed=None, norm_layer=batch_norm,
+                       conv_constraint=None) -> keras.Model:
     """VGG19's convolutions fine-tuned from ImageNet at backbone_size (224 by default), average-pooled."""
     return _transfer("vgg19_transfer", "vgg19", num_classes, input_shape, normalization, weights,
-                     backbone_size, augmentation, dropout, seed)
+                     backbone_size, augmentation, dropout, seed, norm_layer, conv_constraint)
 
 
-def _vgg19_fc1(weights, backbone_size, channels) -> keras.Model:
+def _vgg19_fc1(weights, backbone_size, channels, constraint) -> keras.Model:
     """VGG19 up to its first fully connected layer (4096 features), as one model named "vgg19"."""
     if backbone_size == 224:
         full = application("vgg19", weights, include_top=True, input_shape=(224, 224, channels))
@@ -257,14 +267,14 @@ def _vgg19_fc1(weights, backbone_size, channels) -> keras.Model:
     convolutions = application("vgg19", weights, include_top=False,
                                input_shape=(backbone_size, backbone_size, channels))
     x = keras.layers.Flatten(name="vgg19_flatten")(convolutions.output)
-    x = keras.layers.Dense(4096, activation="relu", name="vgg19_fc1")(x)
+    x = keras.layers.Dense(4096, activation="relu", kernel_constraint=constraint, name="vgg19_fc1")(x)
     return keras.Model(convolutions.input, x, name="vgg19")
 
 
 @register_model
 def convengers(num_classes=200, input_shape=(64, 64, 3), *, normalization="imagenet", weights="imagenet",
                backbone_size=224, augmentation=True, head_units=CONVENGERS_HEAD_UNITS, dropout=0.5,
-               seed=None) -> keras.Model:
+               seed=None, norm_layer=batch_norm, conv_constraint=None) -> keras.Model:
     """ResNet-101 + Inception v3 + VGG19 features (8192) under a three-block dense head (Convengers report)."""
     input_shape, backbone_size = _check_transfer_arguments(num_classes, input_shape, normalization, weights,
                                                            backbone_size, BACKBONES["inception_v3"][3])
@@ -272,6 +282,8 @@ def convengers(num_classes=200, input_shape=(64, 64, 3), *, normalization="image
     head_units = tuple(head_units)
     if not head_units or any(isinstance(u, bool) or not isinstance(u, numbers.Integral) or u < 1 for u in head_units):
         raise ValueError(f"head_units must be positive integers. Received: head_units={head_units!r}")
+    options = injected(norm_layer, conv_constraint)
+    constraint = options["conv_constraint"]
 
     # One shared view for all three backbones: normalised to Inception's [-1, 1] first, then converted to
     # the caffe scale (127.5 * (y + 1) - mean, BGR) for ResNet and VGG.
@@ -285,13 +297,13 @@ def convengers(num_classes=200, input_shape=(64, 64, 3), *, normalization="image
     resnet = application("resnet101", weights, include_top=False, pooling="avg", input_shape=shape, name="resnet101")
     inception = application("inception_v3", weights, include_top=False, pooling="avg", input_shape=shape,
                             name="inception_v3")
-    vgg = _vgg19_fc1(weights, backbone_size, input_shape[2])
+    vgg = _vgg19_fc1(weights, backbone_size, input_shape[2], constraint)
     features = keras.layers.Concatenate(name="head_concatenate")([resnet(caffe), inception(x), vgg(caffe)])
     x = features
     for index, units in enumerate(head_units, start=1):
-        x = keras.layers.Dense(int(units), use_bias=False, name=f"head_dense{index}")(x)
-        x = keras.layers.BatchNormalization(momentum=BATCH_NORM_MOMENTUM, name=f"head_bn{index}")(x)
+        x = keras.layers.Dense(int(units), use_bias=False, kernel_constraint=constraint, name=f"head_dense{index}")(x)
+        x = options["norm_layer"](name=f"head_bn{index}")(x)
         x = keras.layers.ReLU(name=f"head_relu{index}")(x)
         x = keras.layers.Dropout(dropout, name=f"head_dropout{index}")(x)
-    outputs = keras.layers.Dense(num_classes, name="head_logits")(x)
+    outputs = keras.layers.Dense(num_classes, kernel_constraint=constraint, name="head_logits")(x)
     return keras.Model(inputs, outputs, name="convengers")

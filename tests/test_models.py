@@ -15,7 +15,9 @@ import models
 ALL_MODELS = models.names()
 
 # Parameters at each builder's default input size with 200 classes. The counts of the
-# ResNet-18 and CIS680 families do not depend on the input size; AlphaNet's flatten does.
+# ResNet and CIS680 families do not depend on the input size; AlphaNet's flatten does. Keras counts
+# BatchNormalization's moving statistics too (torchvision's resnet50 with a 200-class head and a 3x3
+# stem has 23_910_152 parameters, plus 2 x 26_560 BN channels = 23_963_272 here).
 PINNED_PARAMETERS = {
     "alphanet_v1": 10_950_280,
     "alphanet_v2": 10_950_280,
@@ -26,6 +28,10 @@ PINNED_PARAMETERS = {
     "bravonet_v3": 11_288_712,
     "resnet18_maxpool": 11_281_032,
     "resnet18_cifar": 11_281_032,
+    "resnet34": 21_396_616,
+    "resnet50": 23_963_272,
+    "resnet101": 43_007_624,
+    "resnet152": 58_697_352,
     "cis680_allconv": 113_352,
     "cis680_deep_plain": 298_312,
     "cis680_deep_residual": 298_312,

@@ -1,0 +1,150 @@
+"""Parseval networks' pieces: the orthonormality retraction, its deviation measure, convex residual merges.
+
+Cisse et al., "Parseval Networks: Improving Robustness to Adversarial Examples", ICML 2017: keep every
+linear and convolutional layer close to a Parseval tight frame (rows of the weight matrix orthonormal,
+so the layer is 1-Lipschitz in the l2 norm) by a retraction step after each gradient update,
+
+    W <- (1 + beta) W - beta W W^T W,
+
+which moves every singular value s of W to s + beta s (1 - s^2), towards 1 (for s below
+sqrt((2 + beta) / beta), about 14 at beta = 0.01); and merge residual branches with a convex
+combination (non-negative weights summing to 1) instead of a sum, which keeps the block 1-Lipschitz.
+The IMT report trains its "Psv" networks with beta = 0.01, this module's default.
+
+Unfolding and scaling. A kernel of shape (k_h, k_w, c_in, c_out) (or (c_in, c_out) for Dense) is
+unfolded to the matrix W of shape (c_out, k_h k_w c_in): one row per output channel. A convolution
+applies W to every k_h x k_w patch, and each input pixel lies in up to k_h k_w patches, so
+||conv(x)|| <= sqrt(k_h k_w) ||W||_2 ||x||. This module follows the paper's Lipschitz argument and
+retracts the scaled matrix M = sqrt(k_h k_w) W (then divides the scale back out): a converged kernel
+has orthonormal rows of M, i.e. a convolution with operator norm at most 1. Dense kernels are unscaled.
+When a layer has more output channels than its rows are long (a 3x3x3x64 stem: 64 rows of length 27)
+the rows cannot be orthonormal; the retraction then drives the singular values to 1 (W^T W = I) and
+``parseval_deviation`` stays above 0.
+"""
+from __future__ import annotations
+
+import math
+
+import keras
+
+from common.checks import positive_real, real_in_range
+
+DEFAULT_BETA = 0.01
+
+
+def _unfold(kernel):
+    """(rows = output channels, columns) matrix of ``kernel`` and the scale sqrt(k_h k_w) (1 for Dense)."""
+    shape = tuple(kernel.shape)
+    if len(shape) < 2:
+        raise ValueError(f"A Parseval kernel needs at least 2 dimensions. Received: kernel.shape={shape}")
+    scale = math.sqrt(math.prod(shape[:-2]))
+    return keras.ops.transpose(keras.ops.reshape(kernel, (-1, shape[-1]))), scale
+
+
+def _fold(matrix, shape):
+    return keras.ops.reshape(keras.ops.transpose(matrix), shape)
+
+
+def retract(matrix, beta=DEFAULT_BETA):
+    """One Parseval retraction of a (rows, columns) matrix: (1 + beta) M - beta M M^T M."""
+    return (1.0 + beta) * matrix - beta * keras.ops.matmul(keras.ops.matmul(matrix, keras.ops.transpose(matrix)),
+                                                          matrix)
+
+
+@keras.saving.register_keras_serializable(package="zoo")
+class ParsevalConstraint(keras.constraints.Constraint):
+    """Kernel constraint doing one Parseval retraction (see the module docstring) per optimizer update.
+
+    ``beta``: retraction step (> 0). ``rows``: fraction of the output channels retracted per call, in
+    (0, 1]; below 1 a fresh random subset (``ceil(rows * c_out)`` rows, drawn with keras.random from
+    ``seed``) is retracted and the other rows are left alone (the paper's cheaper sampled variant).
+    Works on float kernels of rank >= 2; returns a tensor of the kernel's shape and dtype.
+    """
+
+    def __init__(self, beta=DEFAULT_BETA, rows=1.0, seed=0):
+        self.beta = positive_real("beta", beta)
+        self.rows = real_in_range("rows", rows, 0.0, 1.0, low_open=True)
+        self.seed = seed
+        # Only the sampled variant draws random numbers; its generator is made on first use.
+        self._seed_generator = None
+
+    def _row_mask(self, count):
+        if self._seed_generator is None:
+            self._seed_generator = keras.random.SeedGenerator(self.seed)
+        chosen = max(1, math.ceil(self.rows * count))
+        noise = keras.random.uniform((count,), seed=self._seed_generator)
+        _, indices = keras.ops.top_k(noise, chosen)
+        return keras.ops.sum(keras.ops.one_hot(indices, count), axis=0)[:, None]
+
+    def __call__(self, kernel):
+        shape, dtype = tuple(kernel.shape), kernel.dtype
+        matrix, scale = _unfold(keras.ops.cast(kernel, "float32"))
+        matrix = matrix * scale
+        if self.rows < 1.0:
+            mask = self._row_mask(shape[-1])
+            # Zero rows of the masked matrix stay zero, so the selected rows retract among themselves.
+            selected = matrix * mask
+            matrix = matrix * (1.0 - mask) + retract(selected, self.beta)
+        else:
+            matrix = retract(matrix, self.beta)
+        return keras.ops.cast(_fold(matrix / scale, shape), dtype)
+
+    def get_config(self):
+        return {"beta": self.beta, "rows": self.rows, "seed": self.seed}
+
+
+def parseval_deviation(kernel) -> float:
+    """||M M^T - I||_F / ||I||_F for the unfolded, scaled kernel M (0 for a Parseval tight frame)."""
+    matrix, scale = _unfold(keras.ops.cast(keras.ops.convert_to_tensor(kernel), "float32"))
+    matrix = matrix * scale
+    rows = matrix.shape[0]
+    gram = keras.ops.matmul(matrix, keras.ops.transpose(matrix))
+    return float(keras.ops.sqrt(keras.ops.sum(keras.ops.square(gram - keras.ops.eye(rows)))) / math.sqrt(rows))
+
+
+@keras.saving.register_keras_serializable(package="zoo")
+class SimplexProjection(keras.constraints.Constraint):
+    """Euclidean projection of a weight vector onto the probability simplex (w >= 0, sum w = 1).
+
+    The sort-based algorithm of Duchi et al., "Efficient Projections onto the l1-Ball for Learning in
+    High Dimensions", ICML 2008. Input: a float vector of shape (n,); output: same shape and dtype.
+    """
+
+    def __call__(self, weights):
+        dtype = weights.dtype
+        values = keras.ops.cast(weights, "float32")
+        descending = keras.ops.flip(keras.ops.sort(values))
+        cumulative = keras.ops.cumsum(descending) - 1.0
+        positions = keras.ops.arange(1, values.shape[0] + 1, dtype="float32")
+        # The support is the prefix of the sorted values that stays positive after the shift.
+        support = keras.ops.sum(keras.ops.cast(descending - cumulative / positions > 0, "int32"))
+        threshold = keras.ops.take(cumulative, support - 1) / keras.ops.cast(support, "float32")
+        return keras.ops.cast(keras.ops.maximum(values - threshold, 0.0), dtype)
+
+    def get_config(self):
+        return {}
+
+
+@keras.saving.register_keras_serializable(package="zoo")
+class ConvexCombination(keras.layers.Layer):
+    """sum_i w_i x_i over N same-shaped inputs, w learnable on the simplex (Parseval's residual merge).
+
+    Input: a list of N >= 2 float tensors of one shape; output: that shape. The weights start at 1/N and
+    are projected back onto the simplex (SimplexProjection) after every optimizer update.
+    """
+
+    def build(self, input_shape):
+        if not isinstance(input_shape, (list, tuple)) or len(input_shape) < 2 or not isinstance(
+                input_shape[0], (list, tuple)):
+            raise ValueError(f"ConvexCombination needs a list of at least 2 inputs. Received: {input_shape!r}")
+        count = len(input_shape)
+        self.combination = self.add_weight(shape=(count,), name="combination",
+                                           initializer=keras.initializers.Constant(1.0 / count),
+                                           constraint=SimplexProjection())
+
+    def call(self, inputs):
+        weights = keras.ops.cast(self.combination, inputs[0].dtype)
+        return sum(weights[index] * tensor for index, tensor in enumerate(inputs))
+
+    def compute_output_shape(self, input_shape):
+        return input_shape[0]
