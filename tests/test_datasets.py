@@ -9,7 +9,7 @@ import scipy.io
 
 import data
 from data import datasets
-from test_tiny_imagenet import WNIDS, write_tiny_imagenet
+from tests.test_tiny_imagenet import WNIDS, write_tiny_imagenet
 
 
 def test_public_names():
