@@ -99,6 +99,9 @@ register_policy("B", Policy(rotation_range=30.0, brightness_range=(0.3, 0.7), sh
 register_policy("C", Policy(shear_range=20.0, zoom_range=0.4, horizontal_flip=True,
                             width_shift_range=0.2, height_shift_range=0.2, channel_shift_range=90.0,
                             channel_shuffle_probability=0.2))
+# The CIS680 preprocessing ablation: horizontal flips, then flips and shifts of up to 10% (3 px at 32x32).
+register_policy("flip", Policy(horizontal_flip=True))
+register_policy("flip_shift", Policy(horizontal_flip=True, width_shift_range=0.1, height_shift_range=0.1))
 
 # Columns of the one uniform draw per image (one stateless call keeps draws reproducible by seed).
 (_THETA, _TX, _TX_SIGN, _TY, _TY_SIGN, _SHEAR, _ZX, _ZY, _FLIP_H, _FLIP_V, _CHANNEL_SHIFT,
