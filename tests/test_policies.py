@@ -32,7 +32,7 @@ def test_registered_names_and_numbers():
 
 
 def test_unknown_policy_lists_known_names():
-    with pytest.raises(ValueError, match=r"'D'.*\['A', 'B', 'C', 'none'"):
+    with pytest.raises(ValueError, match=r"'D'.*\['A', 'B', 'C', 'flip', 'flip_shift', 'none'"):
         get_policy("D")
     with pytest.raises(ValueError, match="D"):
         augment.make_augmenter("D")
