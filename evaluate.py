@@ -2,9 +2,12 @@
 
     python evaluate.py runs/alphanet_v4-20261123-101500 --attack fgsm pgd snr noise --limit 1000
     python evaluate.py model.keras --dataset digits --eps 1/255 4/255 --pgd-steps 10
+    python evaluate.py runs/alphanet_v4-20261123-101500 --attack pgd autoattack --eps 8/255
 
 For a run folder the data flags default to the run's own; results go into its metrics.json
-(key "robustness") and robustness.md / robustness.json beside it.
+(key "robustness") and robustness.md / robustness.json beside it. `--attack autoattack` runs
+APGD-CE, APGD-T and Square (the standard AutoAttack), each on the images still robust, and adds the
+per-image worst case, each attack's ledger and its RobustBench-style record to both.
 """
 from __future__ import annotations
 
@@ -12,53 +15,78 @@ import argparse
 import pathlib
 import sys
 
-from common.cli import pixel_value, run_cli
+from common.cli import add_data_arguments, non_negative_int, pixel_value, positive_int, run_cli
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("target", metavar="RUN_DIR|MODEL_FILE", help="a run folder or a .keras file")
-    parser.add_argument("--data", metavar="PATH", help="Tiny ImageNet folder, zip, or folder of zip parts")
-    parser.add_argument("--dataset", choices=("tiny-imagenet", "cifar10", "cifar100", "svhn", "digits"),
-                        help="a named dataset (default: the run's)")
-    parser.add_argument("--classes", type=int, metavar="N", help="keep the first N classes (default: the run's)")
-    parser.add_argument("--attack", nargs="+", default=["fgsm", "pgd"], choices=("fgsm", "pgd", "snr", "noise"),
-                        help="fgsm/pgd per eps; snr (FGSM at an SNR) and noise (Gaussian) per dB (default: fgsm pgd)")
+    add_data_arguments(parser, defaults_from="the run's")
+    parser.add_argument("--attack", nargs="+", default=["fgsm", "pgd"],
+                        choices=("fgsm", "pgd", "autoattack", "snr", "noise"),
+                        help="fgsm/pgd/autoattack per eps; snr (FGSM at an SNR) and noise (Gaussian) per dB "
+                             "(default: fgsm pgd)")
     parser.add_argument("--eps", nargs="+", type=pixel_value, default=[1 / 255, 2 / 255, 4 / 255, 8 / 255],
-                        help="L-inf radii in pixel units (default: 1/255 2/255 4/255 8/255)")
+                        help="L-inf radii in pixel units, at most 1 (default: 1/255 2/255 4/255 8/255)")
     parser.add_argument("--snr", nargs="+", type=float, default=[50, 45, 40, 33], help="SNRs in dB")
-    parser.add_argument("--pgd-steps", type=int, default=20, help="PGD iterations (default: 20)")
-    parser.add_argument("--restarts", type=int, default=1, help="PGD random restarts; each image keeps its worst")
-    parser.add_argument("--limit", type=int, metavar="N", help="evaluate a fixed random subset of N val images")
-    parser.add_argument("--batch-size", type=int, default=128, help="images per attacked batch (default: 128)")
+    parser.add_argument("--pgd-steps", type=positive_int, default=20, help="PGD iterations (default: 20)")
+    parser.add_argument("--restarts", type=positive_int, default=1,
+                        help="PGD random restarts; each image keeps its worst (default: 1)")
+    parser.add_argument("--limit", type=positive_int, metavar="N", help="evaluate a fixed random subset of N val images")
+    parser.add_argument("--batch-size", type=positive_int, default=128, help="images per attacked batch (default: 128)")
+    autoattack = parser.add_argument_group("autoattack")
+    autoattack.add_argument("--version", choices=("standard", "rand", "custom"), default="standard",
+                            help="standard: APGD-CE, APGD-T, Square; rand: APGD-CE and APGD-DLR with EOT over 20 "
+                                 "samples (randomised models); custom: --components (default: standard)")
+    autoattack.add_argument("--components", nargs="+", choices=("apgd-ce", "apgd-dlr", "apgd-t", "square"),
+                            help="the attacks of --version custom, in order")
+    autoattack.add_argument("--apgd-steps", type=positive_int, default=100, help="APGD iterations (default: 100)")
+    autoattack.add_argument("--targets", type=positive_int, default=9,
+                            help="APGD-T target classes (default: 9, at most classes - 1)")
+    autoattack.add_argument("--square-queries", type=positive_int, default=5000,
+                            help="Square queries per image (default: 5000)")
+    autoattack.add_argument("--standalone", action="store_true",
+                            help="run every attack on every clean-correct image, so each column is its own accuracy")
+    autoattack.add_argument("--seed", type=non_negative_int, default=0, help="the attacks' seed (default: 0)")
     parser.add_argument("--out", type=pathlib.Path, help="also write the Markdown table here (e.g. results/x.md)")
+    parser.error = _one_line_error
     return parser
+
+
+def _one_line_error(message: str):
+    """A refused flag is one line and exit status 2, like every other user error (no usage dump)."""
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(2)
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = build_parser().parse_args(argv)
+    if args.version == "custom" and not args.components:
+        raise ValueError("--version custom needs --components, e.g. --components apgd-ce square")
+    if args.components and args.version != "custom":
+        raise ValueError(f"--components are only for --version custom. Received: --version {args.version}")
     import shlex
 
-    import keras
     import numpy as np
 
-    import data
-    import models  # noqa: F401  (registers the zoo's custom layers for loading)
     from analysis import robustness
+    from common.cli import dataset_of
     from common.run_folder import read_json, write_json, write_text
+    from common.run_loader import load_run, load_split
 
     target = pathlib.Path(args.target)
-    run_config = read_json(target / "config.json") if target.is_dir() else {}
-    model_path = target / "model.keras" if target.is_dir() else target
-    if not model_path.is_file() or model_path.suffix != ".keras":
-        raise FileNotFoundError(f"{model_path} is not a .keras model file")
-    model = keras.models.load_model(model_path, safe_mode=True)
+    run = load_run(target)
+    model, model_path = run.model, run.model_path
 
     height, width = model.input_shape[1:3]
-    dataset = "tiny-imagenet" if args.data else (args.dataset or run_config.get("dataset", "tiny-imagenet"))
-    val = data.load_dataset(dataset, "val", root=args.data or run_config.get("data"),
-                            classes=args.classes or run_config.get("classes"), image_size=(height, width))
+    dataset = dataset_of(args, fallback=run.config.get("dataset", "tiny-imagenet"))
+    val = load_split(run.config, "val", image_size=(height, width), dataset=dataset, data_path=args.data,
+                     classes=args.classes)
+    uses_targets = args.version == "standard" or "apgd-t" in (args.components or ())
+    if "autoattack" in args.attack and uses_targets and args.targets > val.num_classes - 1:
+        raise ValueError(f"--targets {args.targets} is more than the {val.num_classes - 1} classes besides the true "
+                         "one; pass --targets at most that")
     images, labels = val.images, val.labels
     if args.limit and args.limit < len(images):
         chosen = np.sort(np.random.default_rng(0).permutation(len(images))[:args.limit])
@@ -68,7 +96,10 @@ def main(argv: list[str] | None = None) -> int:
     result = robustness.evaluate_attacks(
         model, images, labels, attack_names=args.attack, eps_values=args.eps, snr_values=args.snr,
         pgd_steps=args.pgd_steps, restarts=args.restarts, batch_size=args.batch_size, num_classes=val.num_classes,
-        log=lambda line: print(line, flush=True))
+        log=lambda line: print(line, flush=True),
+        autoattack_options=dict(version=args.version, components=args.components, steps=args.apgd_steps,
+                                targets=args.targets, queries=args.square_queries, standalone=args.standalone,
+                                seed=args.seed))
     result.update(model=str(model_path), dataset=dataset, threat_model="Linf",
                   command=shlex.join(["python", "evaluate.py", *argv]))
     table = robustness.markdown_table(result, title=f"{model_path.parent.name if target.is_dir() else target.name}"

@@ -4,8 +4,9 @@
         --out results/robustness-digits.md
 
 Each run must have been evaluated (`python evaluate.py RUN_DIR ...`); the table shows clean
-accuracy, PGD and FGSM accuracy at every eps and the SNR columns, with each run's checks and the
-commands that trained and evaluated it.
+accuracy, PGD and FGSM accuracy at every eps, APGD-CE and AutoAttack where they ran (with how many
+points AutoAttack is below PGD) and the SNR columns, with each run's checks and the commands that
+trained and evaluated it.
 """
 from __future__ import annotations
 
@@ -40,6 +41,10 @@ def render(run_dirs: list[pathlib.Path], title: str) -> str:
     snr_labels = sorted({label for _, _, result in rows for label in result["snr"]}, key=float, reverse=True)
     header = ["run", "training", "clean %"]
     header += [f"{name} {label} %" for label in eps_labels for name in ("FGSM", "PGD")]
+    # AutoAttack columns only at the eps where some run has them.
+    aa_labels = [label for label in eps_labels if any(label in result.get("autoattack", {}) for _, _, result in rows)]
+    header += [f"{name} {label}{unit}" for label in aa_labels
+               for name, unit in (("APGD-CE", " %"), ("AutoAttack", " %"), ("AA − PGD", " (points)"))]
     header += [f"{label} dB %" for label in snr_labels]
     header += ["checks"]
     lines = [f"# {title}", "", f"Rebuild: `python -m analysis.compare_robustness "
@@ -50,6 +55,11 @@ def render(run_dirs: list[pathlib.Path], title: str) -> str:
         for label in eps_labels:
             row = result["eps"].get(label, {})
             cells += [f"{100 * row[name]:.1f}" if name in row else "—" for name in ("fgsm", "pgd")]
+        for label in aa_labels:
+            row = result["eps"].get(label, {})
+            cells += [f"{100 * row[name]:.1f}" if name in row else "—" for name in ("apgd-ce", "autoattack")]
+            gap = 100 * (row["autoattack"] - row["pgd"]) if "autoattack" in row and "pgd" in row else None
+            cells.append(f"{gap:+.1f}" if gap is not None else "—")
         cells += [f"{100 * result['snr'][label]['snr']:.1f}" if "snr" in result["snr"].get(label, {}) else "—"
                   for label in snr_labels]
         failed = [check["name"] for check in result["checks"] if not check["passed"]]
@@ -59,7 +69,14 @@ def render(run_dirs: list[pathlib.Path], title: str) -> str:
     steps = {(result["pgd_steps"], result["restarts"]) for _, _, result in rows}
     lines += ["", f"Evaluated on {', '.join(map(str, sorted(n)))} val images; PGD with "
               + ", ".join(f"{s} steps x {r} restart(s)" for s, r in sorted(steps))
-              + "; dB columns are FGSM at that signal-to-noise ratio.", "", "Commands:", ""]
+              + "; dB columns are FGSM at that signal-to-noise ratio."]
+    versions = sorted({f"{record['version']} ({record['mode']}): " + "; ".join(record["attack_versions"].values())
+                       for _, _, result in rows for record in result.get("autoattack", {}).values()})
+    if versions:
+        lines += ["", "AutoAttack: " + " | ".join(versions) + f". {rows[0][2]['autoattack'][aa_labels[0]]['fab_t']}."
+                  if "autoattack" in rows[0][2] and aa_labels[0] in rows[0][2]["autoattack"]
+                  else "AutoAttack: " + " | ".join(versions) + "."]
+    lines += ["", "Commands:", ""]
     for _, config, result in rows:
         lines += [f"- `{config.get('command', '')}`", f"  then `{result.get('command', '')}`"]
     return "\n".join(lines) + "\n"

@@ -8,7 +8,10 @@ is printed with these checks, and a failed one marks the table untrustworthy:
 - accuracy does not rise with eps;
 - PGD is never above FGSM at the same eps;
 - more PGD steps or restarts never raise it;
-- a very large eps drives accuracy to chance.
+- a very large eps drives accuracy to chance;
+- with AutoAttack: APGD-CE is never above PGD, AutoAttack never above any of its parts or PGD/FGSM, its
+  worst-case images lie inside the threat model and re-predict to its accuracy, and Square (black-box)
+  does not break more images than the white-box attacks (else: possible gradient masking).
 """
 from __future__ import annotations
 
@@ -19,10 +22,12 @@ import time
 import numpy as np
 import tensorflow as tf
 
+from analysis import autoattack as autoattack_module
 from augment import attacks
 from augment.robust_accuracy import accuracy  # noqa: F401  (re-exported: the tables' accuracy)
 from common.checks import eps_label
 
+COLUMN_ORDER = ("fgsm", "pgd", "apgd-ce", "apgd-dlr", "apgd-t", "square", "autoattack")
 LARGE_EPS = 0.5  # half the pixel range: every image can be turned into almost anything
 
 
@@ -44,11 +49,12 @@ def _pgd(eps, steps, restarts, seed=0):
 
 
 def evaluate_attacks(model, images, labels, *, attack_names, eps_values, snr_values, pgd_steps=20, restarts=1,
-                     batch_size=128, num_classes=None, log=None) -> dict:
+                     batch_size=128, num_classes=None, log=None, autoattack_options=None) -> dict:
     """Run every requested attack; returns a RobustBench-style dict with its checks.
 
     ``log`` (``print``, say) gets one line per attack as it finishes: PGD on thousands of images
-    takes minutes on a CPU.
+    takes minutes on a CPU. ``autoattack_options`` are keyword arguments of
+    ``analysis.autoattack.autoattack`` (version, components, steps, targets, queries, standalone, seed).
     """
     tolerance = 1.0 / len(images)  # one example: random starts may flip a single borderline image
 
@@ -68,6 +74,14 @@ def evaluate_attacks(model, images, labels, *, attack_names, eps_values, snr_val
                 attack = _fgsm(eps) if attack_name == "fgsm" else _pgd(eps, pgd_steps, restarts)
                 result["eps"].setdefault(eps_label(eps), {})[attack_name] = measure(
                     f"{attack_name} at {eps_label(eps)}", attack)
+        elif attack_name == "autoattack":
+            for eps in eps_values:
+                record = autoattack_module.autoattack(model, images, labels, eps=eps, batch_size=batch_size, log=log,
+                                                      **(autoattack_options or {}))
+                row = result["eps"].setdefault(eps_label(eps), {})
+                row["autoattack"] = record["autoattack_acc"]
+                row.update({entry["attack"]: entry["accuracy"] for entry in record["ledger"] if "accuracy" in entry})
+                result.setdefault("autoattack", {})[eps_label(eps)] = record
         elif attack_name in ("snr", "noise"):
             for snr in snr_values:
                 if attack_name == "snr":
@@ -77,11 +91,11 @@ def evaluate_attacks(model, images, labels, *, attack_names, eps_values, snr_val
                 result["snr"].setdefault(f"{snr:g}", {})[attack_name] = measure(f"{attack_name} at {snr:g} dB",
                                                                                 attack)
         else:
-            raise ValueError(f"Unknown attack {attack_name!r}. Known attacks: fgsm, pgd, snr, noise")
+            raise ValueError(f"Unknown attack {attack_name!r}. Known attacks: fgsm, pgd, autoattack, snr, noise")
     if log:
         log("sanity checks: eps 0, a stronger PGD, a very large eps")
     checks = sanity_checks(model, images, labels, result, eps_values, pgd_steps, restarts, tolerance,
-                           batch_size, num_classes)
+                           batch_size, num_classes) + autoattack_checks(result, tolerance)
     result["checks"] = [dataclasses.asdict(check) for check in checks]
     result["trustworthy"] = all(check.passed for check in checks)
     return result
@@ -120,20 +134,71 @@ def sanity_checks(model, images, labels, result, eps_values, pgd_steps, restarts
     return checks
 
 
+def autoattack_checks(result: dict, tolerance: float) -> list[Check]:
+    """The checks on AutoAttack's numbers (none when it did not run). ``tolerance`` (one image) allows
+    for PGD's random start finding a single borderline image that APGD's did not."""
+    records = result.get("autoattack") or {}
+    if not records:
+        return []
+    checks = []
+    apgd_above = [label for label, row in result["eps"].items()
+                  if "apgd-ce" in row and "pgd" in row and row["apgd-ce"] > row["pgd"] + tolerance]
+    if any("apgd-ce" in row and "pgd" in row for row in result["eps"].values()):
+        checks.append(Check("APGD <= PGD", not apgd_above, ", ".join(apgd_above) or "at every eps"))
+    above, outside, masked = [], [], []
+    for label, record in records.items():
+        row = result["eps"].get(label, {})
+        parts = {entry["attack"]: entry.get("accuracy", entry["accuracy_after"]) for entry in record["ledger"]}
+        parts.update({name.upper(): row[name] for name in ("fgsm", "pgd") if name in row})
+        above += [f"{label}: {name} {value:.4f}" for name, value in parts.items()
+                  if record["autoattack_acc"] > value + (tolerance if name in ("FGSM", "PGD") else 1e-9)]
+        if not record["within_threat_model"] or abs(record["verified_acc"] - record["autoattack_acc"]) > 1e-9:
+            outside.append(f"{label}: max perturbation {record['max_perturbation']:.5f}, re-predicted "
+                           f"{record['verified_acc']:.4f} vs {record['autoattack_acc']:.4f}")
+        if record["possible_gradient_masking"]:
+            masked.append(label)
+    checks.append(Check("AutoAttack <= every component", not above, "; ".join(above) or "at every eps"))
+    checks.append(Check("worst case inside the threat model and re-verified", not outside,
+                        "; ".join(outside) or "at every eps"))
+    checks.append(Check("Square does not break more than the white-box attacks", not masked,
+                        (f"possible gradient masking at {', '.join(masked)}" if masked else "at every eps")))
+    return checks
+
+
+def _ledger_tables(records: dict) -> list[str]:
+    lines = []
+    for label, record in records.items():
+        lines += ["", f"AutoAttack ({record['version']}, {record['mode']}) at eps {label} ({record['threat_model']}): "
+                  f"{100 * record['autoattack_acc']:.1f}% robust of {record['n_images']} images "
+                  f"in {record['seconds']:.0f} s; {record['fab_t']}.", "",
+                  "| attack | version | images attacked | broke first | accuracy % | robust after % | seconds |",
+                  "| --- | --- | ---: | ---: | ---: | ---: | ---: |"]
+        for entry in record["ledger"]:
+            alone = f"{100 * entry['accuracy']:.1f}" if "accuracy" in entry else "—"
+            lines.append(f"| {entry['attack']} | {entry['version']} | {entry['attacked']} | {entry['first_broken']} | "
+                         f"{alone} | {100 * entry['accuracy_after']:.1f} | {entry['seconds']:.1f} |")
+    return lines
+
+
 def markdown_table(result: dict, title: str = "") -> str:
     """The per-eps table (FGSM/PGD top-1) and the IMT SNR table, with the checks under them."""
     lines = [f"## {title}", ""] if title else []
     status = "trustworthy" if result["trustworthy"] else "**untrustworthy**"
     failed = [check["name"] for check in result["checks"] if not check["passed"]]
+    masked = any(record["possible_gradient_masking"] for record in (result.get("autoattack") or {}).values())
     lines.append(f"{result['n']} images, clean top-1 {100 * result['clean']:.1f}%; checks: {status}"
-                 + (f" (failed: {'; '.join(failed)})" if failed else ""))
+                 + (f" (failed: {'; '.join(failed)})" if failed else "") + ("; **possible gradient masking**"
+                                                                             if masked else ""))
     if result["eps"]:
-        attacks_seen = sorted({name for row in result["eps"].values() for name in row})
+        attacks_seen = sorted({name for row in result["eps"].values() for name in row},
+                              key=lambda name: (COLUMN_ORDER.index(name) if name in COLUMN_ORDER else len(COLUMN_ORDER),
+                                                name))
         lines += ["", "| eps (Linf) | " + " | ".join(f"{name.upper()} top-1 %" for name in attacks_seen) + " |",
                   "| --- |" + " ---: |" * len(attacks_seen)]
         for label, row in sorted(result["eps"].items(), key=lambda item: fractions.Fraction(item[0])):
             lines.append(f"| {label} | " + " | ".join(f"{100 * row[name]:.1f}" if name in row else "—"
                                                      for name in attacks_seen) + " |")
+    lines += _ledger_tables(result.get("autoattack") or {})
     if result["snr"]:
         labels = sorted(result["snr"], key=float, reverse=True)
         lines += ["", "| perturbation | Clean | " + " | ".join(f"{label} dB" for label in labels) + " |",

@@ -62,6 +62,49 @@ def test_a_broken_table_is_marked_untrustworthy(trained_run):
     assert "**untrustworthy** (failed: " in robustness.markdown_table(result)
 
 
+def test_evaluate_runs_autoattack_and_writes_its_ledger(trained_run, capsys):
+    argv = [str(trained_run), "--attack", "fgsm", "pgd", "autoattack", "--eps", "8/255", "--pgd-steps", "5",
+            "--apgd-steps", "5", "--targets", "3", "--square-queries", "20", "--limit", "32"]
+    assert evaluate_cli.run_cli(evaluate_cli.main, argv) == 0
+    printed = capsys.readouterr().out
+    assert "autoattack 8/255: apgd-t broke " in printed  # progress per component
+    result = json.loads((trained_run / "robustness.json").read_text())
+    record = result["autoattack"]["8/255"]
+    assert record["threat_model"] == "Linf" and record["eps"] == "8/255" and record["n_images"] == 32
+    assert [row["attack"] for row in record["ledger"]] == ["apgd-ce", "apgd-t", "square"]
+    assert record["attack_versions"]["square"] == "Square, 20 queries, p_init 0.8" and record["seconds"] > 0
+    row = result["eps"]["8/255"]
+    assert row["autoattack"] <= row["apgd-ce"] and row["autoattack"] <= row["pgd"] + 1 / 32
+    assert record["clean_acc"] == result["clean"]
+    assert {"APGD <= PGD", "AutoAttack <= every component",
+            "Square does not break more than the white-box attacks"} <= {check["name"] for check in result["checks"]}
+    table = (trained_run / "robustness.md").read_text()
+    assert "| AUTOATTACK top-1 % |" in table and "| apgd-t | APGD-T, targeted DLR, 5 steps, 3 targets |" in table
+    assert "FAB-T not run" in table
+
+    out = trained_run.parent / "comparison-aa.md"
+    assert compare_robustness.main([str(trained_run), "--out", str(out)]) == 0
+    assert "AutoAttack 8/255 %" in out.read_text() and "AA − PGD 8/255" in out.read_text()
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--limit", "0"], "--limit"), (["--limit", "-5"], "--limit"), (["--eps", "2"], "--eps"),
+    (["--pgd-steps", "0"], "--pgd-steps"), (["--batch-size", "0"], "--batch-size"),
+    (["--square-queries", "0"], "--square-queries"),
+])
+def test_evaluate_refuses_bad_flags_in_one_line(flags, message, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        evaluate_cli.main([str(tmp_path / "model.keras"), *flags])
+    error = capsys.readouterr().err.strip()
+    assert exit_info.value.code == 2 and "\n" not in error and error.startswith("error: ") and message in error
+
+
+def test_evaluate_refuses_more_targets_than_classes(trained_run, capsys):
+    argv = [str(trained_run), "--attack", "autoattack", "--eps", "8/255", "--targets", "9"]
+    assert evaluate_cli.run_cli(evaluate_cli.main, argv) == 2
+    assert "--targets 9" in capsys.readouterr().err
+
+
 def test_evaluate_rejects_a_missing_model(tmp_path, capsys):
     assert evaluate_cli.run_cli(evaluate_cli.main, [str(tmp_path / "nothing.keras")]) == 2
     assert "nothing.keras" in capsys.readouterr().err
