@@ -65,6 +65,8 @@ pixel_value = _argparse_type(checks.pixel_value, "pixel value")
 positive_int = _argparse_type(lambda text: checks.positive_int("value", checks.parse_int(text)), "positive integer")
 non_negative_int = _argparse_type(lambda text: checks.non_negative_int("value", checks.parse_int(text)),
                                   "non-negative integer")
+non_negative_float = _argparse_type(lambda text: checks.real_in_range("value", checks.parse_float(text), 0.0,
+                                                                     float("inf"), high_open=True), "number >= 0")
 positive_float = _argparse_type(lambda text: checks.positive_real("value", checks.parse_float(text)), "positive number")
 finite_float = _argparse_type(lambda text: checks.finite_real("value", checks.parse_float(text)), "number")
 

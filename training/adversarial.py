@@ -60,6 +60,8 @@ class AdversarialConfig:
         Pairing"): λ · mean over images and logits of (clean logits − adversarial logits)².
     noise_snr_db: SNR of the "noise" attack (Gaussian-noise training).
     seed: seeds the random starts and noise; each batch folds in the step counter.
+    keep_clean: add the adversarial images to the whole clean batch instead of replacing the clean
+        ones they came from (with fraction 1.0: 100% adversarial + 100% clean, as AdvProp trains).
     """
 
     attacks: dict | str = dataclasses.field(default_factory=lambda: {"fgsm": 1})
@@ -70,6 +72,7 @@ class AdversarialConfig:
     logit_pairing: float = 0.0
     noise_snr_db: float | None = None
     seed: int = 0
+    keep_clean: bool = False
 
     def __post_init__(self):
         mix = parse_attack_mix(self.attacks) if isinstance(self.attacks, str) else dict(self.attacks)
@@ -149,7 +152,8 @@ class AttackMix:
         batch = tf.shape(x)[0]
         count = tf.cast(tf.math.ceil(self.config.fraction * tf.cast(batch, tf.float32) - 1e-6), tf.int32)
         x_adv = self.adversarial_examples(model, x[:count], y[:count])
-        return [View("adversarial", x_adv, y[:count], route="adversarial", replaces=count)]
+        replaces = 0 if self.config.keep_clean else count
+        return [View("adversarial", x_adv, y[:count], route="adversarial", replaces=replaces)]
 
 
 @register_part("loss", "logit_pairing")

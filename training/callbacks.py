@@ -50,3 +50,23 @@ class ResumableEarlyStopping(_ReplaysFinishedEpochs, keras.callbacks.EarlyStoppi
 
 class ResumableReduceLROnPlateau(_ReplaysFinishedEpochs, keras.callbacks.ReduceLROnPlateau):
     """ReduceLROnPlateau whose patience counts across ``--resume``."""
+
+
+class ParsevalDeviation(keras.callbacks.Callback):
+    """Logs ``parseval_deviation``: the mean over constrained kernels of ‖WWᵀ − I‖_F / ‖I‖_F at the end of each
+    epoch, so a user sees the Parseval retraction work in history.csv (put it before CSVLogger)."""
+
+    def on_epoch_end(self, epoch, logs=None):
+        from models.parseval import ParsevalConstraint, parseval_deviation
+
+        kernels = [layer.kernel for layer in _layers(self.model)
+                   if isinstance(getattr(layer, "kernel_constraint", None), ParsevalConstraint)]
+        if logs is not None and kernels:
+            logs["parseval_deviation"] = sum(parseval_deviation(kernel) for kernel in kernels) / len(kernels)
+
+
+def _layers(model):
+    for layer in model.layers:
+        yield layer
+        if isinstance(layer, keras.Model):
+            yield from _layers(layer)

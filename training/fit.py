@@ -40,6 +40,7 @@ class Checkpoint:
     filename: str = "model.keras"
     monitor: str | None = "val_accuracy"
     mode: str = "max"
+    export: Callable[[keras.Model], keras.Model] | None = None  # what is saved instead of ``model`` itself
 
     def __post_init__(self):
         if self.mode not in ("max", "min"):
@@ -67,8 +68,9 @@ class _CheckpointCallback(keras.callbacks.Callback):
             if not better:
                 return
             self.best = float(value)
+        export = self.checkpoint.export
         with atomic_path(self.path) as temporary:
-            self.checkpoint.model.save(temporary)
+            (export(self.checkpoint.model) if export else self.checkpoint.model).save(temporary)
 
 
 def epochs_backed_up(backup_dir: pathlib.Path) -> int:
@@ -120,8 +122,8 @@ def fit_into_run(model: keras.Model, run_dir, train_data, *, epochs: int, steps_
                   callbacks=every, verbose=verbose, shuffle=False)  # the dataset shuffles itself
         _mark_finished(run_dir, history_name)
         rows = read_history(history_path)
-    if metrics_name:
-        write_json(run_dir / metrics_name, finish(rows) if finish else (rows[-1] if rows else {}))
     if plot_name and rows:
         plot_history(history_path, run_dir / plot_name, title=plot_title, metrics=tuple(plot_metrics))
+    if metrics_name:  # last: a run folder with metrics.json is a finished run
+        write_json(run_dir / metrics_name, finish(rows) if finish else (rows[-1] if rows else {}))
     return rows

@@ -34,7 +34,7 @@ import keras
 from common.plots import plot_history
 from common.run_folder import read_history, read_json, remove_leftovers, write_history, write_json
 from training import run_setup
-from training.fit import Checkpoint, fit_into_run
+from training.fit import fit_into_run
 from training.parts import make_parts
 from training.wrapper import wrap
 
@@ -166,17 +166,19 @@ def _train_phase(config, number, phase, base, strategy, splits, datasets, run_di
     options = _adversarial_options(phase, config)
     with strategy.scope():
         trained = set_trainable(base, phase)
-        model = wrap(base, make_parts(run_setup.part_specs(options, config.parts)))
+        parts = make_parts(run_setup.part_specs(options, config.parts))
+        model = wrap(base, parts)
         run_setup.compile_for_training(model, recipe, config.jit_compile)
 
     history_name = f"phases/{phase.name}.csv"
-    callbacks = [*run_setup.training_callbacks(options, val_split),
+    callbacks = [*run_setup.training_callbacks(options, val_split, config.model_options),
+                 *run_setup.part_callbacks(parts, run_dir),
                  *run_setup.schedule_callbacks(config, recipe, extra_callbacks, run_dir / "tensorboard" / phase.name)]
     print(f"phase {number} {phase.name}: training {', '.join(trained)} at {phase.learning_rate:g} for "
           f"{recipe.epochs} epochs{', adversarial ' + str(options['attacks']) if options else ''}")
     # A phase history without a finished phase is a crashed attempt: resume it from its own backup.
     fit_into_run(model, run_dir, train_data, epochs=recipe.epochs, steps_per_epoch=steps, validation_data=val_data,
-                 checkpoints=[Checkpoint(base, "model.keras")], callbacks=callbacks,
+                 checkpoints=run_setup.checkpoints(config, base), callbacks=callbacks,
                  resume=resume or (run_dir / history_name).exists(), verbose=config.verbose,
                  history_name=history_name, backup_name=f"backup/{phase.name}", metrics_name=None, plot_name=None)
 
@@ -237,7 +239,7 @@ def train_phases(config, run_dir, *, resume: bool = False, extra_callbacks: tupl
     epochs = sum(metrics["epochs"] for metrics in finished.values())
     summary = {**last, "epochs": epochs, "total_seconds": seconds, "seconds_per_epoch": seconds / max(epochs, 1),
                "parameters": int(base.count_params()), "phases": finished}
-    write_json(run_dir / "metrics.json", summary)
     plot_history(history_path, run_dir / "curves.png", title=f"{config.model} on {config.dataset}, phases "
                  f"{', '.join(str(number) for number, _ in selected)}")
+    write_json(run_dir / "metrics.json", summary)  # last: a finished run is one with metrics.json
     return run_dir

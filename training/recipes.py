@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import dataclasses
 
+from common import checks
+
 
 @dataclasses.dataclass(frozen=True)
 class Recipe:
@@ -34,6 +36,22 @@ class Recipe:
     reported_train_hours: float | None = None
     source: str = ""
     chosen: tuple = ()
+
+    def __post_init__(self):
+        # A recipe from a flag, an --hparams file or a run's config.json: nonsense fails here, before anything
+        # is written (a NaN learning rate would train a NaN model and exit 0).
+        checks.positive_int("image_size", self.image_size)
+        checks.positive_real("learning_rate", self.learning_rate)
+        checks.positive_int("batch_size", self.batch_size)
+        checks.positive_int("epochs", self.epochs)
+        checks.non_negative_int("early_stopping_patience", self.early_stopping_patience)
+        checks.real_in_range("reduce_lr_factor", self.reduce_lr_factor, 0.0, 1.0, low_open=True)
+        checks.non_negative_int("reduce_lr_patience", self.reduce_lr_patience)
+        checks.non_negative_int("step_decay_epochs", self.step_decay_epochs)
+        checks.real_in_range("step_decay_factor", self.step_decay_factor, 0.0, 1.0, low_open=True)
+        if not isinstance(self.optimizer, str) or not isinstance(self.augment, str):
+            raise ValueError(f"optimizer and augment are names. Received: optimizer={self.optimizer!r}, "
+                             f"augment={self.augment!r}")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -67,6 +85,9 @@ _RECIPES = {
         Recipe("resnet18_maxpool", augment="none", epochs=50, reported_val_accuracy=0.62,
                source="IMT report (ResNet-18 with a max-pool after the first conv; 0.42 without it)",
                chosen=("augment", "optimizer", "learning_rate", "batch_size", "epochs")),
+        *(Recipe(name, augment="none", epochs=50, source="deeper ResNets for Xie & Yuille's depth finding",
+                 chosen=("augment", "optimizer", "learning_rate", "batch_size", "epochs"))
+          for name in ("resnet34", "resnet50", "resnet101", "resnet152")),
         Recipe("resnet18_cifar", augment="none", image_size=32, epochs=50, source="CIFAR-style ResNet-18",
                chosen=("augment", "optimizer", "learning_rate", "batch_size", "epochs")),
         Recipe("cis680_allconv", epochs=30, batch_size=64, early_stopping_patience=0, reduce_lr_factor=1.0,
@@ -95,10 +116,10 @@ DATASET_ADJUSTMENTS = {"digits": {"augment": "none", "batch_size": 64}}
 
 
 def get_recipe(model: str, dataset: str = "tiny-imagenet") -> Recipe:
-    """The model's recipe, adjusted for ``dataset``; a model without one gets the defaults."""
-    defaults = Recipe(model, source="default", chosen=tuple(field.name for field in dataclasses.fields(Recipe)))
-    recipe = _RECIPES.get(model, defaults)
-    return dataclasses.replace(recipe, **DATASET_ADJUSTMENTS.get(dataset, {}))
+    """The model's recipe, adjusted for ``dataset``. Every registered model has exactly one (a test keeps it so)."""
+    if model not in _RECIPES:
+        raise ValueError(f"No recipe for model {model!r}. Models with recipes: {', '.join(sorted(_RECIPES))}")
+    return dataclasses.replace(_RECIPES[model], **DATASET_ADJUSTMENTS.get(dataset, {}))
 
 
 def recipe_names() -> list[str]:
@@ -111,4 +132,7 @@ def override(recipe: Recipe, **changes) -> Recipe:
     unknown = sorted(set(changes) - known)
     if unknown:
         raise ValueError(f"Unknown recipe fields: {', '.join(unknown)}. Known: {', '.join(sorted(known))}")
-    return dataclasses.replace(recipe, **{k: v for k, v in changes.items() if v is not None})
+    try:
+        return dataclasses.replace(recipe, **{k: v for k, v in changes.items() if v is not None})
+    except TypeError as error:  # a wrongly typed value from a JSON file
+        raise ValueError(f"Bad recipe value: {error}") from None

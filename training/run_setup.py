@@ -39,7 +39,8 @@ class TrainConfig:
     tensorboard: bool = False
     adversarial: dict | None = None  # training.adversarial.AdversarialConfig fields
     parts: list = dataclasses.field(default_factory=list)  # further part specs: {"kind", "name", **options}
-    model_options: dict = dataclasses.field(default_factory=dict)  # builder options, e.g. weights, backbone_size
+    model_options: dict = dataclasses.field(default_factory=dict)  # builder options, e.g. weights, norm_layer
+    save_bn: str = "main"  # with dual BN, "adv" also writes model-adv-bn.keras (the auxiliary statistics)
     phases: str | None = None  # which phases of a multi-phase recipe to run, e.g. "2-4" (None: all)
     verbose: int | str = "auto"
     command: str = ""
@@ -139,16 +140,21 @@ def part_specs(adversarial: dict | None, parts=()) -> list[dict]:
     return [*(adversarial_parts(adversarial) if adversarial else []), *parts]
 
 
-def training_callbacks(adversarial: dict | None, val_split: data.Split) -> list:
-    """Callbacks the parts need: for fast AT, the guard against catastrophic overfitting."""
+def training_callbacks(adversarial: dict | None, val_split: data.Split, model_options: dict | None = None) -> list:
+    """Callbacks the way of training needs: the Parseval deviation log for a Parseval network, and for fast
+    AT the guard against catastrophic overfitting."""
     from training.adversarial import AdversarialConfig, CatastrophicOverfittingGuard
 
+    callbacks = []
+    constraint = (model_options or {}).get("conv_constraint")
+    if isinstance(constraint, dict) and constraint.get("class_name", "").endswith("ParsevalConstraint"):
+        callbacks.append(run_callbacks.ParsevalDeviation())
     if not adversarial or "fast" not in AdversarialConfig(**adversarial).attacks:
-        return []
+        return callbacks
     adversarial = AdversarialConfig(**adversarial)
     # A fixed held-out batch: PGD accuracy on it collapses within an epoch when fast AT overfits.
     held_out = slice(0, min(GUARD_IMAGES, len(val_split)))
-    return [CatastrophicOverfittingGuard(
+    return [*callbacks, CatastrophicOverfittingGuard(
         val_split.images[held_out].astype("float32") / 255.0, val_split.labels[held_out],
         eps=adversarial.eps, step_size=adversarial.eps / 4, steps=10, seed=adversarial.seed)]
 
@@ -164,9 +170,44 @@ def start(config: TrainConfig):
     return strategy
 
 
+def builder_options(config: TrainConfig) -> dict:
+    """The config's builder options with a serialized constraint (a dict in config.json) made an object again."""
+    options = dict(config.model_options)
+    if isinstance(options.get("conv_constraint"), dict):
+        options["conv_constraint"] = keras.constraints.get(options["conv_constraint"])
+    return options
+
+
 def build_model(config: TrainConfig, train_split: data.Split) -> keras.Model:
     return models.build(config.model, num_classes=train_split.num_classes, input_shape=train_split.image_shape,
-                        **config.model_options)
+                        **builder_options(config))
+
+
+def check_parts(config: TrainConfig) -> None:
+    """Build every part the config names once, so a bad option fails before any data is read."""
+    from training.parts import make_parts
+
+    make_parts(part_specs(config.adversarial, config.parts))
+
+
+def part_callbacks(parts: dict, run_dir: pathlib.Path) -> list:
+    """Callbacks the parts bring (a part may define ``callbacks(run_dir)``: a monitor's CSV writer)."""
+    return [callback for kind in parts.values() for part in kind if hasattr(part, "callbacks")
+            for callback in part.callbacks(run_dir)]
+
+
+def checkpoints(config: TrainConfig, base: keras.Model, prefix: str = "model") -> list:
+    """model.keras (with dual BN: a plain model with the main statistics), and with ``save_bn="adv"``
+    model-adv-bn.keras with the auxiliary ones, both saved when val accuracy improves."""
+    from models.routes import has_routes, to_single_bn
+    from training.fit import Checkpoint
+
+    if not has_routes(base):
+        return [Checkpoint(base, f"{prefix}.keras")]
+    saved = [Checkpoint(base, f"{prefix}.keras", export=lambda model: to_single_bn(model, "main"))]
+    if config.save_bn == "adv":
+        saved.append(Checkpoint(base, f"{prefix}-adv-bn.keras", export=lambda model: to_single_bn(model, "auxiliary")))
+    return saved
 
 
 def open_run_dir(config: TrainConfig, run_dir: pathlib.Path, strategy, train_split: data.Split,

@@ -11,11 +11,11 @@ from __future__ import annotations
 import pathlib
 
 from training import phases, run_setup
-from training.fit import Checkpoint, fit_into_run
+from training.fit import fit_into_run
 from training.parts import make_parts
 # The pieces of a run, re-exported: most callers know them as trainer.X.
-from training.run_setup import (OPTIMIZERS, TrainConfig, accuracy_metrics, compile_for_training,  # noqa: F401
-                                default_config, final_metrics, load_splits, make_datasets)
+from training.run_setup import (OPTIMIZERS, TrainConfig, accuracy_metrics, check_parts,  # noqa: F401
+                                compile_for_training, default_config, final_metrics, load_splits, make_datasets)
 from training.wrapper import wrap
 
 
@@ -30,15 +30,17 @@ def train(config: run_setup.TrainConfig, run_dir: str | pathlib.Path, *, resume:
     train_split, val_split = run_setup.load_splits(config)
     with strategy.scope():
         base = run_setup.build_model(config, train_split)
-        model = wrap(base, make_parts(run_setup.part_specs(config.adversarial, config.parts)))
+        parts = make_parts(run_setup.part_specs(config.adversarial, config.parts))
+        model = wrap(base, parts)
         run_setup.compile_for_training(model, recipe, config.jit_compile)
 
     run_dir = run_setup.open_run_dir(config, run_dir, strategy, train_split, resume)
     train_data, val_data, steps = run_setup.make_datasets(recipe, train_split, val_split, config.seed)
-    callbacks = [*run_setup.training_callbacks(config.adversarial, val_split),
+    callbacks = [*run_setup.training_callbacks(config.adversarial, val_split, config.model_options),
+                 *run_setup.part_callbacks(parts, run_dir),
                  *run_setup.schedule_callbacks(config, recipe, extra_callbacks, run_dir / "tensorboard")]
     fit_into_run(model, run_dir, train_data, epochs=recipe.epochs, steps_per_epoch=steps, validation_data=val_data,
-                 checkpoints=[Checkpoint(base, "model.keras")], callbacks=callbacks, resume=resume,
+                 checkpoints=run_setup.checkpoints(config, base), callbacks=callbacks, resume=resume,
                  verbose=config.verbose, finish=lambda rows: run_setup.final_metrics(run_dir, val_data, base.count_params()),
                  plot_title=f"{config.model} on {config.dataset}")
     return run_dir
