@@ -266,6 +266,7 @@ def test_norm_layer_and_constraint_by_name():
     assert isinstance(model.get_layer("block1_bn"), DualBatchNormalization)
     assert isinstance(model.get_layer("logits").kernel.constraint, ParsevalConstraint)
     assert build_small("alphanet_v4", norm_layer=batch_norm).get_layer("block1_bn").momentum == 0.9
+    assert build_small("alphanet_v4").get_layer("block1_bn").momentum == 0.9  # the default stays the zoo's
 
 
 @pytest.mark.parametrize("options, offending", [({"norm_layer": "group_norm"}, "norm_layer='group_norm'"),

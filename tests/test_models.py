@@ -117,7 +117,13 @@ def test_layers_are_named_normalisation_first_no_softmax(name):
         assert getattr(activation, "__name__", "") != "softmax", layer.name
 
 
-@pytest.mark.parametrize("name", ALL_MODELS)
+# The deepest from-scratch ResNets take seconds to build on a 2-core CPU: a second build is in the slow set.
+SLOW_SECOND_BUILD = {"resnet101", "resnet152"}
+
+
+@pytest.mark.parametrize(
+    "name", [pytest.param(name, marks=pytest.mark.slow) if name in SLOW_SECOND_BUILD else name for name in ALL_MODELS]
+)
 def test_small_input_gives_finite_logits(name):
     logits = np.asarray(small_model(name)(random_images((32, 32, 3)), training=False))
     assert logits.shape == (2, 5)
