@@ -8,7 +8,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from training import trainer
 from training.gradient_monitor import GradientLog, GradientMonitor, read_gradients, resolve_layers
+from training.recipes import override
+from training.wrapper import TrainingModel
 
 
 def tiny_model(num_classes=3):
@@ -20,36 +23,13 @@ def tiny_model(num_classes=3):
     return keras.Model(inputs, outputs, name="tiny")
 
 
-class HookedModel(keras.Model):
-    """The smallest training wrapper that calls after-update hooks as the project's wrapper does."""
-
-    def __init__(self, base, hooks=(), **kwargs):
-        super().__init__(**kwargs)
-        self.base = base
-        self._hooks = tuple(hooks)
-
-    def call(self, inputs, training=False):
-        return self.base(inputs, training=training)
-
-    def train_step(self, data):
-        x, y = data
-        with tf.GradientTape() as tape:
-            logits = self(x, training=True)
-            loss = self.compute_loss(x=x, y=y, y_pred=logits, training=True)
-        gradients = tape.gradient(loss, self.trainable_variables)
-        self.optimizer.apply(gradients, self.trainable_variables)
-        for hook in self._hooks:
-            hook(self, gradients, self.trainable_variables)
-        return self.compute_metrics(x, y, logits)
-
-
 def data(count=32, seed=0):
     generator = np.random.default_rng(seed)
     return generator.random((count, 8, 8, 3), dtype=np.float32), generator.integers(0, 3, count).astype("int32")
 
 
 def compiled(monitor):
-    model = HookedModel(tiny_model(), hooks=(monitor,))
+    model = TrainingModel(tiny_model(), hooks=(monitor,))
     model.compile(optimizer=keras.optimizers.SGD(0.1),
                   loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
     return model
@@ -80,7 +60,7 @@ def test_one_step_equals_a_gradient_tape_by_hand(tmp_path):
     expected = [float(tf.reduce_mean(tf.abs(gradient))) for gradient in tape.gradient(loss, kernels)]
 
     model.fit(images, labels, batch_size=16, epochs=1, shuffle=False, verbose=0,
-              callbacks=[GradientLog(monitor, tmp_path)])
+              callbacks=[GradientLog(tmp_path, monitor)])
     rows = read_gradients(tmp_path / "gradients.csv")
     assert len(rows) == 1 and rows[0]["epoch"] == 0 and rows[0]["step"] == 0
     assert rows[0]["first"] == pytest.approx(expected[0], rel=1e-5)
@@ -92,7 +72,7 @@ def test_twenty_records_per_epoch_by_default(tmp_path):
     images, labels = data(80)
     monitor = GradientMonitor()
     model = compiled(monitor)
-    model.fit(images, labels, batch_size=2, epochs=2, verbose=0, callbacks=[GradientLog(monitor, tmp_path)])
+    model.fit(images, labels, batch_size=2, epochs=2, verbose=0, callbacks=[GradientLog(tmp_path, monitor)])
     rows = read_gradients(tmp_path / "gradients.csv")
     assert [row["step"] for row in rows] == list(range(0, 80, 2))  # 40 steps an epoch: every 2nd step
     assert [row["epoch"] for row in rows] == [0] * 20 + [1] * 20
@@ -103,7 +83,7 @@ def test_small_capacity_is_drained_within_the_epoch(tmp_path):
     images, labels = data(40)
     monitor = GradientMonitor(every=1, capacity=4)
     model = compiled(monitor)
-    model.fit(images, labels, batch_size=2, epochs=1, verbose=0, callbacks=[GradientLog(monitor, tmp_path)])
+    model.fit(images, labels, batch_size=2, epochs=1, verbose=0, callbacks=[GradientLog(tmp_path, monitor)])
     assert [row["step"] for row in read_gradients(tmp_path / "gradients.csv")] == list(range(20))
 
 
@@ -125,7 +105,7 @@ def test_records_survive_a_crash_and_resume(tmp_path):
         monitor = GradientMonitor(every=2)
         model = compiled(monitor)
         model.build((None, 8, 8, 3))
-        log = GradientLog(monitor, tmp_path)
+        log = GradientLog(tmp_path, monitor)
         log.resume_from(finished)
         callbacks = [log]
         if crash_after is not None:
@@ -141,3 +121,19 @@ def test_records_survive_a_crash_and_resume(tmp_path):
     assert [row["epoch"] for row in rows] == [0, 0, 1, 1, 2, 2, 3, 3]
     assert list(rows[0]) == ["epoch", "step", "first", "last"]
     assert [row["step"] for row in rows] == [0, 2, 4, 6, 8, 10, 12, 14]  # global steps continue after resume
+
+
+def test_gradients_csv_survives_resume_through_the_trainer(tmp_path):
+    config = trainer.default_config("cis680_allconv", dataset="digits", classes=3, per_class=16, verbose=0,
+                                    parts=[{"kind": "hook", "name": "gradient_monitor", "every": 1}])
+    config.recipe = override(config.recipe, epochs=3, batch_size=16)  # 3 steps an epoch
+    run_dir = tmp_path / "run"
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        trainer.train(config, run_dir, extra_callbacks=(CrashAfter(1),))  # the hook brings its GradientLog
+    assert [row["epoch"] for row in read_gradients(run_dir / "gradients.csv")] == [0] * 3 + [1] * 3
+    trainer.train(config, run_dir, resume=True)
+    rows = read_gradients(run_dir / "gradients.csv")
+    assert [(row["epoch"], row["step"]) for row in rows] == [(epoch, step) for step in range(9)
+                                                            for epoch in [step // 3]]
+    assert list(rows[0]) == ["epoch", "step", "conv1", "conv5"]
+    assert (run_dir / "gradients.png").is_file() and (run_dir / "metrics.json").is_file()

@@ -26,6 +26,7 @@ import numpy as np
 import tensorflow as tf
 
 from common.run_folder import read_history, write_history
+from training.parts import register_part
 
 DEFAULT_RECORDS_PER_EPOCH = 20
 CSV_NAME = "gradients.csv"
@@ -81,6 +82,7 @@ def _variable_index(variables, kernel) -> int:
     raise ValueError(f"The kernel {kernel.path!r} is not among the trained variables (is its layer frozen?)")
 
 
+@register_part("hook", "gradient_monitor")
 class GradientMonitor:
     """After-update hook: every ``every`` steps, the mean |gradient| of each chosen layer's kernel.
 
@@ -119,6 +121,11 @@ class GradientMonitor:
         self.columns: list[str] | None = None
         self._indices: list[int] | None = None
 
+    @property
+    def variables(self) -> list:
+        """The hook's state, which the training wrapper adds to the model's variables."""
+        return [self.every, self.count, self.values, self.steps]
+
     def bind(self, model: keras.Model, variables=None) -> list[str]:
         """Resolve the layers on ``model`` (and their kernels in ``variables``); return the column names."""
         layers = resolve_layers(model, self.layer_names)
@@ -134,7 +141,7 @@ class GradientMonitor:
 
     def callbacks(self, run_dir) -> list:
         """The callback that writes this hook's records into ``run_dir``."""
-        return [GradientLog(self, run_dir)]
+        return [GradientLog(run_dir, self)]
 
     def __call__(self, model, gradients, variables):
         if self._indices is None:
@@ -181,12 +188,15 @@ def read_gradients(path: str | os.PathLike) -> list[dict]:
 class GradientLog(keras.callbacks.Callback):
     """Writes a ``GradientMonitor``'s records to ``run_dir/gradients.csv`` and ``gradients.png``.
 
+    ``monitor`` None: the model's hook named "gradient_monitor" (a ``TrainingModel`` built from
+    part specs), found when training begins.
+
     The file is rewritten atomically at every epoch end. On resume (``resume_from`` with the
     finished epochs' history rows, as the trainer hands them over) only the rows of those epochs
     are kept, like history.csv; a fresh run starts the file afresh.
     """
 
-    def __init__(self, monitor: GradientMonitor, run_dir, plot: bool = True):
+    def __init__(self, run_dir, monitor: GradientMonitor | None = None, plot: bool = True):
         super().__init__()
         self.monitor = monitor
         self.path = pathlib.Path(run_dir) / CSV_NAME
@@ -201,6 +211,11 @@ class GradientLog(keras.callbacks.Callback):
         self.kept_epochs = {int(row["epoch"]) for row in finished_epochs}
 
     def on_train_begin(self, logs=None):
+        if self.monitor is None:
+            hooks = [hook for hook in getattr(self.model, "hooks", ()) if isinstance(hook, GradientMonitor)]
+            if not hooks:
+                raise ValueError(f"Model {self.model.name!r} trains without a gradient_monitor hook to log")
+            self.monitor = hooks[0]
         monitor = self.monitor
         if monitor.columns is None:
             monitor.bind(self.model)
