@@ -41,6 +41,14 @@ def _plain_dtype(*args):
     return dtype
 
 
+def _from_buffer(buffer, dtype, shape, order="C"):
+    """How protocol 5 spells an ndarray (numpy's ``_frombuffer``), for plain bytes and dtypes only."""
+    if not isinstance(buffer, (bytes, bytearray, pickle.PickleBuffer)) or not isinstance(dtype, np.dtype) \
+            or dtype.hasobject or order not in ("C", "F"):
+        raise pickle.UnpicklingError("an ndarray in a CIFAR batch must be plain bytes of a plain dtype")
+    return np.frombuffer(buffer, dtype).reshape(shape, order=order)
+
+
 def _latin1_bytes(text, encoding="latin1"):
     """How a protocol-2 pickle written by Python 3 spells a bytes object; nothing else is allowed."""
     if not isinstance(text, str) or codecs.lookup(encoding).name != "iso8859-1":
@@ -52,13 +60,16 @@ class BatchUnpickler(pickle.Unpickler):
     """An unpickler for CIFAR batches: dicts, lists, bytes, numbers and plain ndarrays, nothing else.
 
     Dicts, lists, strings, bytes and numbers are pickle opcodes; the only names a batch refers
-    to are numpy's ndarray rebuild function, ``ndarray`` and ``dtype`` (and ``_codecs.encode``
-    for bytes written by Python 3), so those are the only globals admitted.
+    to are numpy's ndarray rebuild functions, ``ndarray`` and ``dtype`` (and ``_codecs.encode``
+    for bytes in a protocol-2 pickle written by Python 3), so those are the only globals admitted,
+    each through a wrapper that accepts only plain data.
     """
 
     ALLOWED = {
         ("numpy.core.multiarray", "_reconstruct"): _array_reconstructor,
         ("numpy._core.multiarray", "_reconstruct"): _array_reconstructor,
+        ("numpy.core.numeric", "_frombuffer"): lambda: _from_buffer,
+        ("numpy._core.numeric", "_frombuffer"): lambda: _from_buffer,
         ("numpy", "ndarray"): lambda: np.ndarray,
         ("numpy", "dtype"): lambda: _plain_dtype,
         ("_codecs", "encode"): lambda: _latin1_bytes,
