@@ -6,8 +6,8 @@ so the layer is 1-Lipschitz in the l2 norm) by a retraction step after each grad
 
     W <- (1 + beta) W - beta W W^T W,
 
-which moves every singular value s of W to s + beta s (1 - s^2), towards 1 (for s below
-sqrt((2 + beta) / beta), about 14 at beta = 0.01); and merge residual branches with a convex
+which moves every singular value s of W to s + beta s (1 - s^2), towards 1 (``retract`` first scales
+down a matrix whose singular values are too large for that to converge); and merge residual branches with a convex
 combination (non-negative weights summing to 1) instead of a sum, which keeps the block 1-Lipschitz.
 The IMT report trains its "Psv" networks with beta = 0.01, this module's default.
 
@@ -27,7 +27,7 @@ import math
 
 import keras
 
-from common.checks import positive_real, real_in_range
+from common.checks import real_in_range
 
 DEFAULT_BETA = 0.01
 
@@ -46,23 +46,35 @@ def _fold(matrix, shape):
 
 
 def retract(matrix, beta=DEFAULT_BETA):
-    """One Parseval retraction of a (rows, columns) matrix: (1 + beta) M - beta M M^T M."""
-    return (1.0 + beta) * matrix - beta * keras.ops.matmul(keras.ops.matmul(matrix, keras.ops.transpose(matrix)),
-                                                          matrix)
+    """One Parseval retraction of a (rows, columns) matrix M: (1 + beta) M - beta M M^T M.
+
+    The update maps a singular value s to s + beta s (1 - s^2), which overshoots and diverges for s
+    above sqrt(1 + 2 / beta) (about 14 at beta = 0.01) -- where a He-initialised 7x7 stem starts once
+    scaled by 7. So a matrix whose largest singular value may exceed sqrt((1 + beta) / (3 beta)) (the
+    range where the update is monotone: 5.8 at beta = 0.01) is first scaled down to it, using the bound
+    s_max^2 <= max row sum of |M M^T|; a matrix near a Parseval frame (that bound near 1) is untouched.
+    """
+    gram = keras.ops.matmul(matrix, keras.ops.transpose(matrix))
+    limit = max(1.0, (1.0 + beta) / (3.0 * beta))  # squared singular value
+    bound = keras.ops.max(keras.ops.sum(keras.ops.abs(gram), axis=1))
+    factor = keras.ops.sqrt(keras.ops.minimum(1.0, limit / keras.ops.maximum(bound, 1e-12)))
+    matrix, gram = matrix * factor, gram * factor**2
+    return (1.0 + beta) * matrix - beta * keras.ops.matmul(gram, matrix)
 
 
 @keras.saving.register_keras_serializable(package="zoo")
 class ParsevalConstraint(keras.constraints.Constraint):
     """Kernel constraint doing one Parseval retraction (see the module docstring) per optimizer update.
 
-    ``beta``: retraction step (> 0). ``rows``: fraction of the output channels retracted per call, in
+    ``beta``: retraction step, in (0, 0.5]. ``rows``: fraction of the output channels retracted per call, in
     (0, 1]; below 1 a fresh random subset (``ceil(rows * c_out)`` rows, drawn with keras.random from
     ``seed``) is retracted and the other rows are left alone (the paper's cheaper sampled variant).
     Works on float kernels of rank >= 2; returns a tensor of the kernel's shape and dtype.
     """
 
     def __init__(self, beta=DEFAULT_BETA, rows=1.0, seed=0):
-        self.beta = positive_real("beta", beta)
+        # Above 0.5 the update overshoots even next to a Parseval frame (s -> s + beta s (1 - s^2)).
+        self.beta = real_in_range("beta", beta, 0.0, 0.5, low_open=True)
         self.rows = real_in_range("rows", rows, 0.0, 1.0, low_open=True)
         self.seed = seed
         # Only the sampled variant draws random numbers; its generator is made on first use.
