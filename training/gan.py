@@ -51,7 +51,9 @@ class GANTrainer(keras.Model):
         self.built = True  # both networks arrive built; BackupAndRestore refuses an unbuilt model
 
     def compile(self, d_optimizer, g_optimizer, loss_fn=None, **kwargs):
-        super().compile(**kwargs)
+        # d_optimizer doubles as Keras' own ``optimizer`` (its iterations count the steps), so no unused
+        # default optimizer is built, saved and mismatched on restore.
+        super().compile(optimizer=d_optimizer, **kwargs)
         self.d_optimizer = d_optimizer
         self.g_optimizer = g_optimizer
         self.loss_fn = loss_fn or keras.losses.BinaryCrossentropy(from_logits=True)

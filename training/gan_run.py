@@ -105,10 +105,11 @@ def grid_inputs(config: GANConfig):
 
 
 def train_gan(config: GANConfig, run_dir, *, resume: bool = False,
-              score: Callable[[keras.Model], dict] | None = None) -> list[dict]:
+              score: Callable[[keras.Model], dict] | None = None, callbacks=()) -> list[dict]:
     """Train into ``run_dir`` (a new folder, or an interrupted run with ``resume=True``); the history rows.
 
-    ``score(generator) -> {name: float}`` runs after every epoch (FID/KID from analysis.gan_metrics)."""
+    ``score(generator) -> {name: float}`` runs after every epoch (FID/KID from analysis.gan_metrics);
+    ``callbacks`` are added to the fit's."""
     from data.pipeline import make_dataset
 
     run_dir = pathlib.Path(run_dir)
@@ -119,7 +120,7 @@ def train_gan(config: GANConfig, run_dir, *, resume: bool = False,
         write_json(run_dir / "config.json", config.to_dict())
     trainer = build_trainer(config)
     inputs, _ = grid_inputs(config)
-    callbacks = [SampleGrid(trainer.generator, run_dir, inputs, config.grid_columns)]
+    callbacks = [SampleGrid(trainer.generator, run_dir, inputs, config.grid_columns), *callbacks]
     if score is not None:
         callbacks.insert(0, EpochScores(trainer.generator, score))
     dataset = make_dataset(split, config.batch_size, training=True, seed=config.seed)
