@@ -38,6 +38,11 @@ class TrainingModel(keras.Model):
         self.part_variables = [variable for part in (*self.transforms, *self.loss_terms, *self.hooks)
                                for variable in getattr(part, "variables", ())]
         self.term_trackers = [keras.metrics.Mean(name=term.name) for term in self.loss_terms]
+        for term in self.loss_terms:  # a term may resolve its layers from the model (e.g. every block output)
+            if hasattr(term, "bind"):
+                term.bind(base)
+        # Extra values a term logs itself (keras.metrics it updates in __call__), e.g. σ per layer.
+        self.term_metrics = [metric for term in self.loss_terms for metric in getattr(term, "metrics", ())]
         self._routed = routes.has_routes(base)
         feature_layers = sorted({name for term in self.loss_terms for name in getattr(term, "feature_layers", ())})
         self._feature_layers = feature_layers
@@ -79,9 +84,7 @@ class TrainingModel(keras.Model):
         outputs, features = {}, {}
         for route, members in groups.items():
             images = tf.concat([view.images for view in members], 0) if len(members) > 1 else members[0].images
-            with routes.forward_route("clean" if route == "shared" else route):
-                result = self._forward_model(images, training=True)
-            result = result if self._feature_layers else [result]
+            result = self._forward_group("clean" if route == "shared" else route, images, may_be_empty=self._routed)
             sizes = [tf.shape(view.images)[0] for view in members]
             pieces = [tf.split(tensor, sizes, axis=0) if len(members) > 1 else [tensor] for tensor in result]
             for index, view in enumerate(members):
@@ -89,6 +92,20 @@ class TrainingModel(keras.Model):
                 features[view.name] = {name: pieces[1 + k][index] for k, name in enumerate(self._feature_layers)}
         outputs["features"] = features
         return outputs
+
+    def _forward_group(self, route: str, images, may_be_empty: bool) -> list:
+        """[logits, *features] of one route's images; with dual BN a route may get no images (100%
+        adversarial leaves no clean ones): then empty outputs, and that route's statistics stay as they are
+        (batch norm on an empty batch would write NaN into them)."""
+        def run():
+            with routes.forward_route(route):
+                result = self._forward_model(images, training=True)
+            return list(result) if self._feature_layers else [result]
+
+        if not may_be_empty:
+            return run()
+        empty = [tf.zeros([0, *output.shape[1:]], output.dtype) for output in self._forward_model.outputs]
+        return tf.cond(tf.shape(images)[0] > 0, run, lambda: empty)
 
     # ---------------------------------------------------------------------------- train step
     def train_step(self, data):
