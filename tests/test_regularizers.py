@@ -1,0 +1,156 @@
+"""The Laplacian smoothness loss term, and Parseval networks through train.py."""
+from __future__ import annotations
+
+import re
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import train as train_cli
+from common.run_folder import read_history
+from training.adversarial import AttackMix
+from training.parts import View, make_part
+from training.regularizers import LaplacianSmoothness, block_outputs, graph_smoothness, similarity_graph
+from training.wrapper import TrainingModel
+
+
+def relu_features(count=12, shape=(3, 3, 5), seed=0):
+    return np.random.default_rng(seed).random((count, *shape), dtype=np.float32)
+
+
+def brute_force_adjacency(features):
+    flat = features.reshape(len(features), -1).astype(np.float64)
+    flat /= np.linalg.norm(flat, axis=1, keepdims=True)
+    adjacency = flat @ flat.T
+    np.fill_diagonal(adjacency, 0.0)
+    return adjacency
+
+
+def test_sigma_for_m_1_is_the_similarity_across_different_labels():
+    features = relu_features()
+    labels = np.array([0, 1, 2, 0, 1, 2, 0, 0, 1, 2, 2, 1])
+    adjacency = brute_force_adjacency(features)
+    expected = sum(adjacency[i, j] for i in range(len(labels)) for j in range(len(labels)) if labels[i] != labels[j])
+    sigma = graph_smoothness(similarity_graph(features), labels, num_classes=3, power=1)
+    np.testing.assert_allclose(float(sigma), expected, rtol=1e-5)
+
+
+def test_sigma_for_m_2_is_the_trace_of_y_l_squared_y():
+    features, labels = relu_features(seed=1), np.arange(12) % 4
+    adjacency = brute_force_adjacency(features)
+    laplacian = np.diag(adjacency.sum(1)) - adjacency
+    one_hot = np.eye(4)[labels]
+    expected = np.trace(one_hot.T @ laplacian @ laplacian @ one_hot)
+    sigma = graph_smoothness(similarity_graph(features), labels, num_classes=4, power=2)
+    np.testing.assert_allclose(float(sigma), expected, rtol=1e-4)
+
+
+def test_k_nearest_graph_keeps_k_per_row_and_is_symmetric():
+    features = relu_features(count=10, seed=2)
+    graph = np.asarray(similarity_graph(features, k=2))
+    full = brute_force_adjacency(features)
+    np.testing.assert_allclose(graph, graph.T)
+    assert np.all(np.diag(graph) == 0)
+    for row in range(10):
+        chosen = np.argsort(full[row])[-2:]  # the diagonal is 0, below every cosine of positive features
+        np.testing.assert_allclose(graph[row, chosen], full[row, chosen], rtol=1e-5)
+    assert (graph > 0).sum() < (full > 0).sum()  # some edges were dropped
+
+
+def block_model(num_classes=3):
+    """A tiny model with three block outputs named like the zoo's (``*_out``)."""
+    inputs = keras.Input((6, 6, 3), name="image")
+    x = inputs
+    for index in (1, 2, 3):
+        x = keras.layers.Conv2D(4, 3, padding="same", name=f"block{index}_conv")(x)
+        x = keras.layers.ReLU(name=f"block{index}_out")(x)
+    x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
+    return keras.Model(inputs, keras.layers.Dense(num_classes, name="logits")(x), name="blocks")
+
+
+def test_default_layers_are_the_block_outputs_and_bad_layers_are_named():
+    model = block_model()
+    assert block_outputs(model) == ["block1_out", "block2_out", "block3_out"]
+    term = LaplacianSmoothness(gamma=0.01)
+    term.bind(model)
+    assert term.feature_layers == ("block1_out", "block2_out", "block3_out")
+    assert [metric.name for metric in term.metrics] == ["sigma_block1_out", "sigma_block2_out", "sigma_block3_out"]
+    with pytest.raises(ValueError, match=re.escape("['nowhere']")):
+        LaplacianSmoothness(gamma=0.01, layers=["block1_out", "nowhere"]).bind(model)
+    with pytest.raises(ValueError, match="at least two layers"):
+        LaplacianSmoothness(gamma=0.01, layers=["block1_out"]).bind(model)
+
+
+@pytest.mark.parametrize("options, offending", [(dict(gamma=0), "gamma=0"), (dict(gamma=0.1, power=0), "power=0"),
+                                                (dict(gamma=0.1, k=0), "k=0"),
+                                                (dict(gamma=0.1, layers="block1_out"), "layers='block1_out'")])
+def test_bad_options_raise_value_error(options, offending):
+    with pytest.raises(ValueError, match=re.escape(offending)):
+        make_part({"kind": "loss", "name": "laplacian_smoothness", **options})
+
+
+def test_the_term_is_gamma_times_the_mean_step_between_layers_on_the_clean_view_only():
+    term = LaplacianSmoothness(gamma=0.5, power=1, layers=["a", "b", "c"])
+    clean_labels = tf.constant([0, 1, 0, 1, 2, 2])
+    clean = {name: relu_features(6, seed=seed) for seed, name in enumerate("abc")}
+    views = {"clean": View("clean", tf.zeros((6, 3, 3, 5)), clean_labels),
+             "adversarial": View("adversarial", tf.zeros((4, 3, 3, 5)), tf.constant([0, 1, 2, 0]),
+                                 route="adversarial", replaces=4)}
+
+    def value(adversarial_features):
+        outputs = {"clean": tf.zeros((6, 3)), "adversarial": tf.zeros((4, 3)),
+                   "features": {"clean": clean, "adversarial": adversarial_features}}
+        return float(term(None, views, outputs))
+
+    sigmas = [float(graph_smoothness(similarity_graph(clean[name]), clean_labels, 3, 1)) for name in "abc"]
+    expected = 0.5 * (abs(sigmas[1] - sigmas[0]) + abs(sigmas[2] - sigmas[1])) / 2
+    first = value({name: relu_features(4, seed=10 + seed) for seed, name in enumerate("abc")})
+    second = value({name: relu_features(4, seed=20 + seed) * 5 for seed, name in enumerate("abc")})
+    np.testing.assert_allclose([first, second], [expected, expected], rtol=1e-5)
+    np.testing.assert_allclose(float(term.metrics[0].result()), sigmas[0], rtol=1e-5)
+
+
+def test_with_noise_training_the_term_sees_only_the_images_left_clean():
+    keras.utils.set_random_seed(0)
+    model = block_model()
+    seen = {}
+
+    class Recording(LaplacianSmoothness):
+        def __call__(self, model, views, outputs):
+            seen["labels"] = views["clean"].labels
+            seen["batch"] = tf.shape(outputs["features"]["clean"]["block1_out"])[0]
+            return super().__call__(model, views, outputs)
+
+    term = Recording(gamma=0.01, power=1)
+    noise = AttackMix(attacks="noise", noise_snr_db=33.0, fraction=0.5)
+    wrapper = TrainingModel(model, transforms=[noise], loss_terms=[term])
+    wrapper.compile(optimizer="adam", loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                    run_eagerly=True)  # eager, so the term's inputs can be read
+    x = np.random.default_rng(0).random((8, 6, 6, 3), dtype=np.float32)
+    y = np.array([0, 1, 2, 0, 1, 2, 0, 1], dtype="int32")
+    logs = wrapper.train_on_batch(x, y, return_dict=True)
+    assert int(seen["batch"]) == 4 and list(np.asarray(seen["labels"])) == [1, 2, 0, 1]  # the second half
+    for name in ("laplacian_smoothness", "sigma_block1_out", "sigma_block3_out"):
+        assert np.isfinite(logs[name]) and logs[name] > 0, name
+
+
+def test_smoothness_run_through_train_py_logs_sigma_per_block(tmp_path):
+    run_dir = tmp_path / "smooth"
+    argv = ["resnet18_cifar", "--dataset", "digits", "--classes", "3", "--per-class", "8", "--epochs", "1",
+            "--batch-size", "24", "--image-size", "16", "--smoothness", "0.001", "--smoothness-power", "1",
+            "--smoothness-layers", "stage1_block2_out", "stage4_block2_out", "--quiet", "--run-dir", str(run_dir)]
+    assert train_cli.run_cli(train_cli.main, argv) == 0
+    row = read_history(run_dir / "history.csv")[0]
+    assert row["laplacian_smoothness"] > 0 and row["sigma_stage1_block2_out"] > 0 and row["sigma_stage4_block2_out"] > 0
+
+
+def test_parseval_run_logs_a_small_deviation_that_does_not_grow(tmp_path):
+    run_dir = tmp_path / "parseval"
+    argv = ["cis680_allconv", "--dataset", "digits", "--classes", "3", "--per-class", "16", "--epochs", "3",
+            "--batch-size", "16", "--parseval", "0.01", "--quiet", "--run-dir", str(run_dir)]
+    assert train_cli.run_cli(train_cli.main, argv) == 0
+    deviations = [row["parseval_deviation"] for row in read_history(run_dir / "history.csv")]
+    assert len(deviations) == 3 and all(np.isfinite(deviations))
+    assert deviations[-1] <= deviations[0] * 1.05 or deviations[-1] < 0.1
