@@ -1,0 +1,62 @@
+"""The synthetic-data ablation as a Markdown table: val top-1 by synthetic fraction, mean ± std over seeds.
+
+    python -m analysis.gan_ablation runs/syn-0.0-s0 runs/syn-0.1-s0 ... --out results/gan/ablation.md
+
+Each run folder is a finished ``train.py`` run; its synthetic fraction is read from the "synthetic"
+part in its config.json (0 without one), its seed from the config, its score from metrics.json.
+"""
+from __future__ import annotations
+
+import argparse
+import pathlib
+import statistics
+import sys
+
+from common.cli import run_cli
+from common.run_folder import read_json, write_text
+
+
+def run_row(run_dir: pathlib.Path) -> dict:
+    """{"fraction", "seed", "val_top1", "command", "synthetic_run"} of one finished run folder."""
+    for name in ("config.json", "metrics.json"):
+        if not (run_dir / name).is_file():
+            raise FileNotFoundError(f"{run_dir / name} does not exist: pass finished train.py run folders")
+    config, metrics = read_json(run_dir / "config.json"), read_json(run_dir / "metrics.json")
+    synthetic = [part for part in config.get("parts") or () if part.get("name") == "synthetic"]
+    return {"run": run_dir.name, "fraction": float(synthetic[0]["fraction"]) if synthetic else 0.0,
+            "synthetic_run": synthetic[0]["run_dir"] if synthetic else None, "seed": config.get("seed"),
+            "val_top1": float(metrics["val_top1"]), "command": config.get("command", "")}
+
+
+def table(rows: list[dict]) -> str:
+    """Markdown: one line per fraction (mean ± sample std of val top-1 in %, the seeds, the runs)."""
+    fractions = sorted({row["fraction"] for row in rows})
+    lines = ["| synthetic share of each batch | val top-1 % (mean ± std) | seeds | runs |", "| ---: | ---: | --- | --- |"]
+    for fraction in fractions:
+        group = sorted((row for row in rows if row["fraction"] == fraction), key=lambda row: row["seed"])
+        values = [100.0 * row["val_top1"] for row in group]
+        spread = statistics.stdev(values) if len(values) > 1 else 0.0
+        seeds = ", ".join(str(row["seed"]) for row in group)
+        runs = " ".join(f"{row['run']} ({100 * row['val_top1']:.1f})" for row in group)
+        lines.append(f"| {100 * fraction:.0f}% | {statistics.mean(values):.1f} ± {spread:.1f} | {seeds} | {runs} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("runs", nargs="+", metavar="RUN_DIR", help="finished train.py run folders")
+    parser.add_argument("--out", metavar="MARKDOWN", help="write the table and the runs' commands here")
+    args = parser.parse_args(argv)
+    rows = [run_row(pathlib.Path(run)) for run in args.runs]
+    text = table(rows)
+    print(text)
+    if args.out:
+        commands = "\n".join(f"- `{row['command']}`" for row in sorted(rows, key=lambda r: (r["fraction"], r["seed"])))
+        rebuild = "python -m analysis.gan_ablation " + " ".join(args.runs) + f" --out {args.out}"
+        write_text(pathlib.Path(args.out), f"{text}\n\nRebuild: `{rebuild}`\n\nRuns:\n\n{commands}\n")
+        print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_cli(main))
