@@ -10,6 +10,7 @@ import dataclasses
 import hashlib
 import json
 import math
+import os
 import pathlib
 import re
 import zipfile
@@ -39,12 +40,15 @@ class Layout:
 
     meta: the folder with wnids.txt, words.txt, val/ and train/<wnid>/<wnid>_boxes.txt;
     train_roots: folders that each hold train/<wnid>/images/ (one per extracted zip part,
-    or just ``meta`` for the official layout); identity: what the cache key records.
+    or just ``meta`` for the official layout); identity: what the cache key records of the
+    source (for zips, each zip's size and mtime); from_zips: the folders are this module's own
+    extraction of the zips in ``identity``, so their files change only when a zip does.
     """
 
     meta: pathlib.Path
     train_roots: tuple
     identity: dict
+    from_zips: bool = False
 
 
 def load(root=None, split: str = "train", classes: int | None = None, per_class: int | None = None) -> Split:
@@ -62,11 +66,12 @@ def load(root=None, split: str = "train", classes: int | None = None, per_class:
             raise ValueError(f"{name} must be a positive integer or None. Received: {name}={value!r}")
     remove_leftovers()
     layout = resolve(root, split, per_class)
-    paths, labels, boxes, wnids, names = _index(layout, split, classes, per_class)
+    wnids = _wnids(layout, classes)
     key = cache_key(format=CACHE_FORMAT, split=split, classes=classes, per_class=per_class, source=layout.identity,
-                    data=data_identity(layout, split, paths, labels, boxes, wnids, names))
+                    data=data_identity(layout, split, wnids, per_class))
     entry = cache_dir() / "tiny-imagenet-200-arrays" / f"{split}-{key}"
     if not entry.is_dir():
+        paths, labels, boxes, names = _index(layout, split, wnids, per_class)
         with atomic_directory(entry) as temporary:
             decode_images(paths, temporary / "images.npy", description=f"Decoding Tiny ImageNet {split}")
             np.save(temporary / "labels.npy", labels)
@@ -82,22 +87,29 @@ def load(root=None, split: str = "train", classes: int | None = None, per_class:
     )
 
 
-def data_identity(layout: Layout, split: str, paths: list, labels, boxes, wnids: list, names: list) -> dict:
+def data_identity(layout: Layout, split: str, wnids: list, per_class: int | None) -> dict:
     """What a decoded split is made of, for its cache key: editing any of it gives a new entry.
 
-    The image files as a list with sizes and mtimes (a replaced, added or removed JPEG), the
-    bytes of wnids.txt (whose order is what every label means) and, for "val", of
-    val/val_annotations.txt, and the index built from them (labels, boxes, wnids, class names).
-    Image bytes are not hashed: one stat per file keeps the key cheap for 100,000 images.
+    The bytes of wnids.txt (whose order is what every label means) and, for "val", of
+    val/val_annotations.txt; the size and mtime of words.txt and, for "train", of each class's
+    boxes file; and the list of image files the split decodes, with their sizes and mtimes (a
+    replaced, added or removed JPEG). Image bytes are not read: one stat per file keeps the
+    key cheap enough for every load of the 100,000 training images. For a zip source the
+    files are the cache's own extraction, and each zip's size and mtime (``layout.identity``,
+    keyed beside this) stand for all of them.
     """
-    index = hashlib.sha256()
-    for array in (labels, boxes):
-        index.update(np.ascontiguousarray(array).tobytes())
-    index.update(json.dumps([wnids, names]).encode())
-    identity = {"images": files_digest(paths), "index": index.hexdigest(),
-                "wnids": content_digest(layout.meta / "wnids.txt")}
+    identity = {"wnids": content_digest(layout.meta / "wnids.txt")}
     if split == "val":
         identity["val_annotations"] = content_digest(layout.meta / "val" / "val_annotations.txt")
+    if layout.from_zips:
+        return identity  # layout.identity, also in the key, holds each zip's size and mtime
+    text_files = [layout.meta / "words.txt"]
+    if split == "train":
+        paths = [path for _, path in _train_files(layout, wnids, per_class)]
+        text_files += [layout.meta / "train" / wnid / f"{wnid}_boxes.txt" for wnid in wnids]
+    else:
+        paths = _val_index(layout.meta, _all_wnids(layout), len(wnids), per_class)[0]
+    identity.update(images=files_digest(paths), text_files=files_digest(path for path in text_files if path.is_file()))
     return identity
 
 
@@ -133,7 +145,7 @@ def resolve(root, split: str, per_class: int | None) -> Layout:
         meta = _official_folder(extracted)
         if meta is None:
             raise ValueError(f"{root} does not hold tiny-imagenet-200/wnids.txt")
-        return Layout(meta, (meta,), identity)
+        return Layout(meta, (meta,), identity, from_zips=True)
     meta = _official_folder(root)
     if meta is not None:
         return Layout(meta, (meta,), source_identity(meta))
@@ -154,11 +166,11 @@ def _official_folder(folder: pathlib.Path) -> pathlib.Path | None:
 
 def _extract_parts(root: pathlib.Path, split: str, per_class: int | None) -> Layout:
     """Extract the meta part and only the train parts that ``per_class`` needs."""
-    identity = source_identity(root)
-    base = cache_dir() / "tiny-imagenet-200-parts" / cache_key(**identity)
+    base = cache_dir() / "tiny-imagenet-200-parts" / cache_key(**source_identity(root))
     # Each part has its own entry keyed on that zip's size and mtime: a replaced part is extracted again.
     meta_zip = root / META_PART
-    meta = extract_once(meta_zip, base / "meta-val" / cache_key(**source_identity(meta_zip))) / "tiny-imagenet-200"
+    identity = {"meta-val": source_identity(meta_zip)}
+    meta = extract_once(meta_zip, base / "meta-val" / cache_key(**identity["meta-val"])) / "tiny-imagenet-200"
     train_roots = [meta]
     if split == "train":
         count = NUM_TRAIN_PARTS
@@ -169,9 +181,10 @@ def _extract_parts(root: pathlib.Path, split: str, per_class: int | None) -> Lay
             part = root / TRAIN_PART.format(number)
             if not part.is_file():
                 raise FileNotFoundError(f"{part} is missing; per_class={per_class} needs train parts 1..{count}")
-            destination = base / f"train-{number}" / cache_key(**source_identity(part))
+            identity[f"train-{number}"] = source_identity(part)
+            destination = base / f"train-{number}" / cache_key(**identity[f"train-{number}"])
             train_roots.append(extract_once(part, destination) / "tiny-imagenet-200")
-    return Layout(meta, tuple(train_roots), identity)
+    return Layout(meta, tuple(train_roots), identity, from_zips=True)
 
 
 def download_official_zip() -> pathlib.Path:
@@ -196,18 +209,26 @@ def download_official_zip() -> pathlib.Path:
 # Reading the text files
 
 
-def _index(layout: Layout, split: str, classes, per_class):
-    """File paths, labels, boxes, wnids and class names of one split, before any decoding."""
-    all_wnids = read_wnids(layout.meta / "wnids.txt")
-    wnids = all_wnids if classes is None else all_wnids[:classes]
+def _all_wnids(layout: Layout) -> list:
+    return read_wnids(layout.meta / "wnids.txt")
+
+
+def _wnids(layout: Layout, classes: int | None) -> list:
+    """The first ``classes`` wnids of wnids.txt (all of them for None), in label order."""
+    all_wnids = _all_wnids(layout)
     if classes is not None and classes > len(all_wnids):
         raise ValueError(f"classes={classes} but {layout.meta / 'wnids.txt'} lists only {len(all_wnids)} wnids")
+    return all_wnids if classes is None else all_wnids[:classes]
+
+
+def _index(layout: Layout, split: str, wnids: list, per_class):
+    """File paths, int32 labels, int32 (N, 4) boxes and class names of one split, before any decoding."""
     names = read_class_names(layout.meta / "words.txt", wnids)
     if split == "train":
         paths, labels, boxes = _train_index(layout, wnids, per_class)
     else:
-        paths, labels, boxes = _val_index(layout.meta, all_wnids, len(wnids), per_class)
-    return paths, np.asarray(labels, np.int32), np.asarray(boxes, np.int32).reshape(-1, 4), wnids, names
+        paths, labels, boxes = _val_index(layout.meta, _all_wnids(layout), len(wnids), per_class)
+    return paths, np.asarray(labels, np.int32), np.asarray(boxes, np.int32).reshape(-1, 4), names
 
 
 def _read_text(path: pathlib.Path) -> str:
@@ -252,26 +273,43 @@ def _image_number(name: str) -> int:
     return int(match.group(1)) if match else -1
 
 
-def _train_index(layout: Layout, wnids: list, per_class):
-    paths, labels, boxes = [], [], []
+def _train_files(layout: Layout, wnids: list, per_class) -> list:
+    """(label, path) of every training image the split holds, by class, then by image number.
+
+    Plain strings and os.scandir: for 100,000 files, pathlib objects cost more than the listing.
+    """
+    chosen = []
     for label, wnid in enumerate(wnids):
         files = []
         for train_root in layout.train_roots:
-            folder = train_root / "train" / wnid / "images"
-            if folder.is_dir():
-                files.extend(path for path in folder.iterdir() if path.suffix.lower() in (".jpeg", ".jpg"))
+            try:
+                with os.scandir(train_root / "train" / wnid / "images") as entries:
+                    files.extend((entry.name, entry.path) for entry in entries
+                                 if entry.name.lower().endswith((".jpeg", ".jpg")))
+            except (FileNotFoundError, NotADirectoryError):
+                continue
         if not files:
             expected = layout.train_roots[0] / "train" / wnid / "images"
             raise FileNotFoundError(f"no training images for wnid {wnid}: expected {expected}")
-        files.sort(key=lambda path: (_image_number(path.name), path.name))
-        files = files[:per_class]
-        class_boxes = _read_train_boxes(layout.meta / "train" / wnid / f"{wnid}_boxes.txt")
-        for path in files:
-            if path.name not in class_boxes:
-                raise ValueError(f"{layout.meta / 'train' / wnid / f'{wnid}_boxes.txt'} has no box for {path.name}")
-            boxes.append(class_boxes[path.name])
-        paths.extend(files)
-        labels.extend([label] * len(files))
+        files.sort(key=lambda file: (_image_number(file[0]), file[0]))
+        chosen.extend((label, path) for _, path in files[:per_class])
+    return chosen
+
+
+def _train_index(layout: Layout, wnids: list, per_class):
+    paths, labels, boxes = [], [], []
+    current, class_boxes, boxes_path = None, {}, None
+    for label, path in _train_files(layout, wnids, per_class):
+        if label != current:  # files come class by class: each boxes file is read once
+            current, wnid = label, wnids[label]
+            boxes_path = layout.meta / "train" / wnid / f"{wnid}_boxes.txt"
+            class_boxes = _read_train_boxes(boxes_path)
+        name = os.path.basename(path)
+        if name not in class_boxes:
+            raise ValueError(f"{boxes_path} has no box for {name}")
+        boxes.append(class_boxes[name])
+        paths.append(path)
+        labels.append(label)
     return paths, labels, boxes
 
 

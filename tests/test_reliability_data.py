@@ -254,6 +254,31 @@ def test_replaced_zip_part_is_extracted_again(folder, own_cache, tmp_path):
     assert tiny_imagenet.load(parts, "val").wnids == list(reversed(WNIDS))
 
 
+def test_replaced_train_part_and_official_zip_are_decoded_again(folder, own_cache, tmp_path):
+    parts = tmp_path / "parts"
+    parts.mkdir()
+    _zip_folder(folder, parts / tiny_imagenet.META_PART,
+                keep=lambda name: "/images/" not in name or name.startswith("val/"))
+    train_part, official = parts / tiny_imagenet.TRAIN_PART.format(1), tmp_path / "tiny-imagenet-200.zip"
+
+    def zip_sources():
+        for path in (train_part, official):
+            path.unlink(missing_ok=True)
+        _zip_folder(folder, train_part, keep=lambda name: name.startswith("train/"))
+        _zip_folder(folder, official)
+
+    zip_sources()
+    # per_class <= 100 needs train part 1 only
+    first = [tiny_imagenet.load(source, "train", per_class=20) for source in (parts, official)]
+    image = folder / "train" / WNIDS[1] / "images" / f"{WNIDS[1]}_0.JPEG"
+    Image.new("RGB", (64, 64), (250, 250, 250)).save(image, quality=95)
+    zip_sources()
+    for source, before in zip((parts, official), first):
+        after = tiny_imagenet.load(source, "train", per_class=20)
+        assert after.images[5].min() > 240 and before.images[5].min() < 240
+        np.testing.assert_array_equal(after.images[:5], before.images[:5])
+
+
 def test_unchanged_data_is_not_decoded_again(folder, own_cache, monkeypatch):
     tiny_imagenet.load(folder, "val")
     calls = []
