@@ -52,6 +52,13 @@ def targeted_dlr_loss(labels, targets, logits):
     return -(true - target) / (top[:, 0] - 0.5 * (top[:, 2] + top[:, 3]) + 1e-12)
 
 
+def _select(condition, chosen, other):
+    """Per image `chosen` where `condition` (B,) holds, else `other`. 1·a + 0·b is exact, and on a CPU it is
+    about 10x faster than a broadcasting tf.where over image-sized tensors."""
+    mask = tf.cast(_per_image(condition, chosen.shape.rank), chosen.dtype)
+    return mask * chosen + (1.0 - mask) * other
+
+
 def _loss(labels, targets, logits, kind):
     if kind == "ce":
         return tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits)
@@ -63,7 +70,7 @@ def _loss(labels, targets, logits, kind):
 def _gradient(model, x, labels, targets, *, loss, eot):
     """Input gradient averaged over `eot` forward+backward passes (expectation over transformation, for
     models that are random at inference), with the last pass's per-image loss and logits."""
-    total = tf.zeros_like(x)
+    total = None
     for _ in range(eot):
         with tf.GradientTape() as tape:
             tape.watch(x)
@@ -71,17 +78,30 @@ def _gradient(model, x, labels, targets, *, loss, eot):
             values = _loss(labels, targets, logits, loss)
             summed = tf.reduce_sum(values)  # a sum keeps each image's own gradient scale
         # A model that cuts its input from the loss (masking) gives a zero gradient, not an error.
-        total += tape.gradient(summed, x, unconnected_gradients=tf.UnconnectedGradients.ZERO)
-    return total / eot, values, logits
+        gradient = tape.gradient(summed, x, unconnected_gradients=tf.UnconnectedGradients.ZERO)
+        total = gradient if total is None else total + gradient
+    return (total if eot == 1 else total / eot), values, logits
 
 
 def _apgd_run(model, x, labels, targets, eps, steps, marks, seed, *, norm, loss, eot):
-    """One APGD run (Croce & Hein 2020, Algorithm 1). Returns per image the last misclassified iterate if
-    there is one, else the highest-loss iterate; whether it was misclassified; the best loss."""
+    """One APGD run (Croce & Hein 2020, Algorithm 1). Returns per image its best iterate (a misclassified
+    one beats any other, then the higher loss wins), whether it is misclassified, and its loss."""
     rank = x.shape.rank
+    if norm == "inf":
+        # The ball ∩ [0, 1] is a box: two bounds computed once make each projection one clip.
+        low, high = tf.maximum(x - eps, 0.0), tf.minimum(x + eps, 1.0)
 
-    def direction(gradient):
-        return tf.sign(gradient) if norm == "inf" else gradient / (_norm(gradient) + _TINY)
+        def project(images):
+            return tf.clip_by_value(images, low, high)
+
+        def direction(gradient):
+            return tf.sign(gradient)
+    else:
+        def project(images):
+            return _project(x, images, eps, norm)
+
+        def direction(gradient):
+            return gradient / (_norm(gradient) + _TINY)
 
     start = _random_start(x, eps, norm, seed)
     gradient, loss_now, logits = _gradient(model, start, labels, targets, loss=loss, eot=eot)
@@ -89,45 +109,42 @@ def _apgd_run(model, x, labels, targets, eps, steps, marks, seed, *, norm, loss,
     batch = tf.shape(x)[0]
     state = dict(
         i=tf.constant(0, tf.int32), x_adv=start, x_previous=start, gradient=gradient, loss_now=loss_now,
-        x_best=start, gradient_best=gradient, loss_best=loss_now, x_fooled=start, fooled=fooled,
+        x_best=start, gradient_best=gradient, loss_best=loss_now, fooled=fooled, loss_max=loss_now,
         step=tf.fill([batch], 2.0 * eps),  # the paper's first step: 2·eps
         rises=tf.zeros([batch], tf.int32), last_mark=tf.constant(0, tf.int32),
-        best_at_mark=loss_now, halved_at_mark=tf.ones([batch], tf.bool))
+        max_at_mark=loss_now, halved_at_mark=tf.ones([batch], tf.bool))
 
     def body(s):
-        # Momentum 1 on the first step (there is no previous move yet), then 0.75.
+        # Momentum 1 on the first step (there is no previous move yet), then 0.75:
+        # x + w·(z − x) + (1 − w)·(x − x_prev) = w·z + (1 − w)·(2x − x_prev), in fewer passes over the batch.
         weight = tf.where(s["i"] > 0, MOMENTUM, 1.0)
-        z = _project(x, s["x_adv"] + _per_image(s["step"], rank) * direction(s["gradient"]), eps, norm)
-        moved = s["x_adv"] + weight * (z - s["x_adv"]) + (1.0 - weight) * (s["x_adv"] - s["x_previous"])
-        x_adv = tf.stop_gradient(_project(x, moved, eps, norm))
+        z = project(s["x_adv"] + _per_image(s["step"], rank) * direction(s["gradient"]))
+        x_adv = tf.stop_gradient(project(weight * z + (1.0 - weight) * (2.0 * s["x_adv"] - s["x_previous"])))
         gradient, loss_now, logits = _gradient(model, x_adv, labels, targets, loss=loss, eot=eot)
         wrong = tf.not_equal(tf.argmax(logits, -1, output_type=tf.int32), labels)
-        x_fooled = tf.where(_per_image(wrong, rank), x_adv, s["x_fooled"])
         rises = s["rises"] + tf.cast(loss_now > s["loss_now"], tf.int32)
-        better = loss_now > s["loss_best"]
-        x_best = tf.where(_per_image(better, rank), x_adv, s["x_best"])
-        gradient_best = tf.where(_per_image(better, rank), gradient, s["gradient_best"])
-        loss_best = tf.where(better, loss_now, s["loss_best"])
+        better = (wrong & ~s["fooled"]) | ((wrong == s["fooled"]) & (loss_now > s["loss_best"]))
+        x_best = _select(better, x_adv, s["x_best"])
+        gradient_best = _select(better, gradient, s["gradient_best"])
         new = dict(s, i=s["i"] + 1, x_adv=x_adv, x_previous=s["x_adv"], gradient=gradient, loss_now=loss_now,
-                   x_best=x_best, gradient_best=gradient_best, loss_best=loss_best, x_fooled=x_fooled,
-                   fooled=s["fooled"] | wrong, rises=rises)
+                   x_best=x_best, gradient_best=gradient_best, loss_best=tf.where(better, loss_now, s["loss_best"]),
+                   fooled=s["fooled"] | wrong, loss_max=tf.maximum(loss_now, s["loss_max"]), rises=rises)
 
         def at_checkpoint():
             window = tf.cast(new["i"] - s["last_mark"], tf.float32)
             oscillating = tf.cast(rises, tf.float32) < RISE_FRACTION * window
-            stalled = ~s["halved_at_mark"] & (s["best_at_mark"] >= loss_best)
+            stalled = ~s["halved_at_mark"] & (s["max_at_mark"] >= new["loss_max"])
             halve = oscillating | stalled
-            restart = _per_image(halve, rank)
             # Halve the step and restart from the best point so far.
             return dict(new, step=tf.where(halve, new["step"] / 2.0, new["step"]),
-                        x_adv=tf.where(restart, x_best, x_adv), gradient=tf.where(restart, gradient_best, gradient),
-                        rises=tf.zeros_like(rises), last_mark=new["i"], best_at_mark=loss_best, halved_at_mark=halve)
+                        x_adv=_select(halve, x_best, x_adv), gradient=_select(halve, gradient_best, gradient),
+                        rises=tf.zeros_like(rises), last_mark=new["i"], max_at_mark=new["loss_max"],
+                        halved_at_mark=halve)
 
         return (tf.cond(tf.reduce_any(tf.equal(marks, new["i"])), at_checkpoint, lambda: new),)
 
     (final,) = tf.while_loop(lambda s: s["i"] < steps, body, (state,))
-    result = tf.where(_per_image(final["fooled"], rank), final["x_fooled"], final["x_best"])
-    return result, final["fooled"], final["loss_best"]
+    return final["x_best"], final["fooled"], final["loss_best"]
 
 
 def _check(model, eps, norm, steps, restarts, eot):
@@ -166,14 +183,14 @@ def _attempts(model, x, labels, target_lists, seeds, *, eps, norm, steps, loss, 
                                          tf.gather(targets, remaining), *arguments, seed)
             index = remaining[:, None]
             better = fooled | (values > tf.gather(best_loss, remaining))
-            images = tf.where(_per_image(better, x.shape.rank), images, tf.gather(best, remaining))
+            images = _select(better, images, tf.gather(best, remaining))
             best = tf.tensor_scatter_nd_update(best, index, images)
             best_fooled = tf.tensor_scatter_nd_update(best_fooled, index, fooled)
             best_loss = tf.tensor_scatter_nd_update(best_loss, index, tf.maximum(values, tf.gather(best_loss, remaining)))
         else:
             images, fooled, values = run(x, labels, targets, *arguments, seed)
             better = (fooled & ~best_fooled) | ((fooled == best_fooled) & (values > best_loss))
-            best = tf.where(_per_image(better, x.shape.rank), images, best)
+            best = _select(better, images, best)
             best_fooled, best_loss = best_fooled | fooled, tf.where(better, values, best_loss)
     return best
 

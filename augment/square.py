@@ -62,7 +62,9 @@ def _query(model, x, x_best, margin, labels, active, eps, size, seed):
     new_margin = _margin(model, candidate, tf.gather(labels, active))
     keep = (new_margin < margin_now) | (new_margin <= 0.0)
     index = active[:, None]
-    x_best = tf.tensor_scatter_nd_update(x_best, index, tf.where(keep[:, None, None, None], candidate, best_now))
+    # 1·a + 0·b is exact and much faster on a CPU than a broadcasting tf.where.
+    mask = tf.cast(keep, tf.float32)[:, None, None, None]
+    x_best = tf.tensor_scatter_nd_update(x_best, index, mask * candidate + (1.0 - mask) * best_now)
     return x_best, tf.tensor_scatter_nd_update(margin, index, tf.where(keep, new_margin, margin_now))
 
 
