@@ -77,12 +77,11 @@ class ParsevalConstraint(keras.constraints.Constraint):
         self.beta = real_in_range("beta", beta, 0.0, 0.5, low_open=True)
         self.rows = real_in_range("rows", rows, 0.0, 1.0, low_open=True)
         self.seed = seed
-        # Only the sampled variant draws random numbers; its generator is made on first use.
-        self._seed_generator = None
+        # Only the sampled variant draws random numbers. Its generator (a variable) is made here, eagerly:
+        # the optimizer calls the constraint inside its traced train step.
+        self._seed_generator = keras.random.SeedGenerator(seed) if self.rows < 1.0 else None
 
     def _row_mask(self, count):
-        if self._seed_generator is None:
-            self._seed_generator = keras.random.SeedGenerator(self.seed)
         chosen = max(1, math.ceil(self.rows * count))
         noise = keras.random.uniform((count,), seed=self._seed_generator)
         _, indices = keras.ops.top_k(noise, chosen)
