@@ -7,8 +7,9 @@ so the layer is 1-Lipschitz in the l2 norm) by a retraction step after each grad
     W <- (1 + beta) W - beta W W^T W,
 
 which moves every singular value s of W to s + beta s (1 - s^2), towards 1 (``retract`` first scales
-down a matrix whose singular values are too large for that to converge); and merge residual branches with a convex
-combination (non-negative weights summing to 1) instead of a sum, which keeps the block 1-Lipschitz.
+down a matrix whose singular values are too large for that to converge); and merge residual branches
+with a convex combination (non-negative weights summing to 1) instead of a sum, which keeps the block
+1-Lipschitz.
 The IMT report trains its "Psv" networks with beta = 0.01, this module's default.
 
 Unfolding and scaling. A kernel of shape (k_h, k_w, c_in, c_out) (or (c_in, c_out) for Dense) is
@@ -66,8 +67,8 @@ def retract(matrix, beta=DEFAULT_BETA):
 class ParsevalConstraint(keras.constraints.Constraint):
     """Kernel constraint doing one Parseval retraction (see the module docstring) per optimizer update.
 
-    ``beta``: retraction step, in (0, 0.5]. ``rows``: fraction of the output channels retracted per call, in
-    (0, 1]; below 1 a fresh random subset (``ceil(rows * c_out)`` rows, drawn with keras.random from
+    ``beta``: retraction step, in (0, 0.5]. ``rows``: fraction of the output channels retracted per
+    call, in (0, 1]; below 1 a fresh random subset (``ceil(rows * c_out)`` rows, drawn with keras.random from
     ``seed``) is retracted and the other rows are left alone (the paper's cheaper sampled variant).
     Works on float kernels of rank >= 2; returns a tensor of the kernel's shape and dtype.
     """
