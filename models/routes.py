@@ -61,6 +61,7 @@ class RouteAware:
 
 def has_routes(model) -> bool:
     """Whether ``model`` (or any model or layer nested in it) holds a route-aware layer."""
+    # Keras' own walk over tracked sublayers reaches layers inside nested models and wrappers alike.
     return any(isinstance(layer, RouteAware) for layer in model._flatten_layers(include_self=True, recursive=True))
 
 
