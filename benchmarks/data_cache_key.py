@@ -74,8 +74,8 @@ def _rows(data: str, split: str, repeats: int) -> list:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", nargs="+", default=[os.environ.get("TINY_IMAGENET_SHARED",
-                                                                     str(REPO.parent / "shared/data/tiny-imagenet-200"))],
+    shared = os.environ.get("TINY_IMAGENET_SHARED", str(REPO.parent / "shared/data/tiny-imagenet-200"))
+    parser.add_argument("--data", nargs="+", default=[shared],
                         help="Tiny ImageNet folders, official zips or folders of zip parts, timed in turn "
                              "(default: $TINY_IMAGENET_SHARED or ../shared)")
     parser.add_argument("--repeats", type=int, default=5, help="timed calls of each part (default: 5)")

@@ -7,7 +7,6 @@ and runs never touch a JPEG again.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import math
 import os

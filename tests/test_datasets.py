@@ -100,6 +100,68 @@ def test_cifar10_from_local_pickles(tmp_path):
         data.load_dataset("cifar10", "train", root=tmp_path)
 
 
+def _write_batch(path, content, protocol=pickle.DEFAULT_PROTOCOL):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(pickle.dumps(content, protocol=protocol))
+
+
+def _cifar_batch(count=4, labels=None):
+    """A batch in the official CIFAR-10 layout: uint8 (N, 3072) channel-first pixels and a list of labels."""
+    pixels = (np.arange(count * 3072) % 251).astype(np.uint8).reshape(count, 3072)
+    return {b"batch_label": b"testing batch 1 of 1", b"data": pixels,
+            b"labels": list(range(count)) if labels is None else labels,
+            b"filenames": [f"image_{index}.png".encode() for index in range(count)]}
+
+
+@pytest.mark.parametrize("protocol", [2, 4, 5])
+def test_cifar_batches_in_every_pickle_protocol_are_read(tmp_path, protocol):
+    batch = _cifar_batch(labels=[3, 1, 4, 1])
+    _write_batch(tmp_path / "test_batch", batch, protocol=protocol)
+    split = data.load_dataset("cifar10", "val", root=tmp_path)
+    assert split.labels.tolist() == [3, 1, 4, 1]
+    np.testing.assert_array_equal(split.images, batch[b"data"].reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1))
+
+
+def test_cifar_batch_with_python2_numpy_names(tmp_path):
+    # The official files were written by Python 2 with numpy.core.multiarray._reconstruct.
+    content = pickle.dumps(_cifar_batch(labels=[0, 1, 2, 3]), protocol=2)
+    assert b"cnumpy._core.multiarray\n_reconstruct\n" in content
+    content = content.replace(b"cnumpy._core.multiarray\n", b"cnumpy.core.multiarray\n")
+    folder = tmp_path / "cifar-10-batches-py"  # the official subfolder, found from its parent
+    folder.mkdir()
+    (folder / "test_batch").write_bytes(content)
+    assert data.load_dataset("cifar10", "val", root=tmp_path).labels.tolist() == [0, 1, 2, 3]
+
+
+def test_cifar100_from_a_local_folder(tmp_path):
+    batch = _cifar_batch(labels=None)
+    batch[b"fine_labels"] = [99, 0, 5, 7]
+    _write_batch(tmp_path / "test", batch)
+    split = data.load_dataset("cifar100", "val", root=tmp_path)
+    assert split.labels.tolist() == [99, 0, 5, 7] and split.wnids[99] == "worm"
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda batch: batch.pop(b"labels"), "has no labels entry"),
+    (lambda batch: batch.update({b"data": batch[b"data"][:, :100]}), "data must be a uint8 array"),
+    (lambda batch: batch.update({b"data": batch[b"data"].astype(np.float32)}), "data must be a uint8 array"),
+    (lambda batch: batch.update({b"labels": [0, 1, 2]}), "4 images but 3 labels"),
+    (lambda batch: batch.update({b"labels": [0, 1, 2, 10]}), r"labels must be in \[0, 10\)"),
+])
+def test_malformed_cifar_batch_is_named(tmp_path, change, message):
+    batch = _cifar_batch()
+    change(batch)
+    _write_batch(tmp_path / "test_batch", batch)
+    with pytest.raises(ValueError, match=f"test_batch.*{message}"):
+        data.load_dataset("cifar10", "val", root=tmp_path)
+    (tmp_path / "test_batch").write_bytes(pickle.dumps([1, 2, 3]))
+    with pytest.raises(ValueError, match="test_batch is not a CIFAR batch: it holds a list"):
+        data.load_dataset("cifar10", "val", root=tmp_path)
+    (tmp_path / "test_batch").write_bytes(b"\x89PNG not a pickle")
+    with pytest.raises(ValueError, match="test_batch is not a CIFAR batch"):
+        data.load_dataset("cifar10", "val", root=tmp_path)
+
+
 def test_cifar_download_failure(monkeypatch):
     import keras
 

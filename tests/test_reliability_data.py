@@ -20,6 +20,7 @@ from PIL import Image
 import data
 from common.cli import run_cli
 from data import cache, cifar, decode, tiny_imagenet
+from tests.test_datasets import _cifar_batch, _write_batch
 from tests.test_tiny_imagenet import COLORS, WNIDS, _zip_folder, write_tiny_imagenet
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -61,18 +62,6 @@ class _Payload:
         return os.mkdir, (self.marker,)
 
 
-def _write_batch(path: pathlib.Path, content, protocol=pickle.DEFAULT_PROTOCOL):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(pickle.dumps(content, protocol=protocol))
-
-
-def _cifar_batch(count=4, labels=None):
-    pixels = (np.arange(count * 3072) % 251).astype(np.uint8).reshape(count, 3072)
-    return {b"batch_label": b"testing batch 1 of 1", b"data": pixels,
-            b"labels": list(range(count)) if labels is None else labels,
-            b"filenames": [f"image_{index}.png".encode() for index in range(count)]}
-
-
 def test_cifar_batch_that_runs_code_is_refused(tmp_path):
     marker = tmp_path / "code-ran"
     batch = _cifar_batch()
@@ -85,55 +74,6 @@ def test_cifar_batch_that_runs_code_is_refused(tmp_path):
     with pytest.raises(ValueError, match=r"test_batch is not a CIFAR batch.*(posix|os)\.mkdir"):
         data.load_dataset("cifar10", "val", root=tmp_path / "cifar")
     assert not marker.exists()
-
-
-@pytest.mark.parametrize("protocol", [2, 4, 5])
-def test_cifar_batches_in_every_pickle_protocol_are_read(tmp_path, protocol):
-    batch = _cifar_batch(labels=[3, 1, 4, 1])
-    _write_batch(tmp_path / "test_batch", batch, protocol=protocol)
-    split = data.load_dataset("cifar10", "val", root=tmp_path)
-    assert split.labels.tolist() == [3, 1, 4, 1]
-    np.testing.assert_array_equal(split.images, batch[b"data"].reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1))
-
-
-def test_cifar_batch_with_python2_numpy_names(tmp_path):
-    # The official files were written by Python 2 with numpy.core.multiarray._reconstruct.
-    content = pickle.dumps(_cifar_batch(labels=[0, 1, 2, 3]), protocol=2)
-    assert b"cnumpy._core.multiarray\n_reconstruct\n" in content
-    content = content.replace(b"cnumpy._core.multiarray\n", b"cnumpy.core.multiarray\n")
-    folder = tmp_path / "cifar-10-batches-py"  # the official subfolder, found from its parent
-    folder.mkdir()
-    (folder / "test_batch").write_bytes(content)
-    assert data.load_dataset("cifar10", "val", root=tmp_path).labels.tolist() == [0, 1, 2, 3]
-
-
-def test_cifar100_from_a_local_folder(tmp_path):
-    batch = _cifar_batch(labels=None)
-    batch[b"fine_labels"] = [99, 0, 5, 7]
-    _write_batch(tmp_path / "test", batch)
-    split = data.load_dataset("cifar100", "val", root=tmp_path)
-    assert split.labels.tolist() == [99, 0, 5, 7] and split.wnids[99] == "worm"
-
-
-@pytest.mark.parametrize("change, message", [
-    (lambda batch: batch.pop(b"labels"), "has no labels entry"),
-    (lambda batch: batch.update({b"data": batch[b"data"][:, :100]}), "data must be a uint8 array"),
-    (lambda batch: batch.update({b"data": batch[b"data"].astype(np.float32)}), "data must be a uint8 array"),
-    (lambda batch: batch.update({b"labels": [0, 1, 2]}), "4 images but 3 labels"),
-    (lambda batch: batch.update({b"labels": [0, 1, 2, 10]}), r"labels must be in \[0, 10\)"),
-])
-def test_malformed_cifar_batch_is_named(tmp_path, change, message):
-    batch = _cifar_batch()
-    change(batch)
-    _write_batch(tmp_path / "test_batch", batch)
-    with pytest.raises(ValueError, match=f"test_batch.*{message}"):
-        data.load_dataset("cifar10", "val", root=tmp_path)
-    (tmp_path / "test_batch").write_bytes(pickle.dumps([1, 2, 3]))
-    with pytest.raises(ValueError, match="test_batch is not a CIFAR batch: it holds a list"):
-        data.load_dataset("cifar10", "val", root=tmp_path)
-    (tmp_path / "test_batch").write_bytes(b"\x89PNG not a pickle")
-    with pytest.raises(ValueError, match="test_batch is not a CIFAR batch"):
-        data.load_dataset("cifar10", "val", root=tmp_path)
 
 
 def test_cifar_root_that_is_not_cifar_is_refused(tmp_path, folder, capsys):
@@ -331,9 +271,9 @@ def test_leftovers_of_dead_writers_are_removed_and_live_ones_kept(folder, own_ca
 
 
 KILLED_DECODE = """
-import os, pathlib, sys, time
+import sys, time
 sys.path.insert(0, {repo!r})
-from data import decode, tiny_imagenet
+from data import tiny_imagenet
 
 def slow_decode(paths, output, *, description, workers=None):
     output.write_bytes(b"\\0" * 4096)
