@@ -260,9 +260,13 @@ def test_leftovers_of_dead_writers_are_removed_and_live_ones_kept(folder, own_ca
     os.utime(old, (stale, stale))
     young = arrays / ".val-fedcba9876543210.tmp-young"  # a writer between mkdtemp and its lock
     young.mkdir()
+    extraction = own_cache / "tiny-imagenet-200-parts" / "0123456789abcdef" / "train-3" / ".fedcba9876543210.tmp-dead"
+    extraction.mkdir(parents=True)  # a zip part's extraction, killed halfway
+    (extraction / cache.LOCK_MARKER).touch()
     with cache.atomic_directory(arrays / "train-live") as live:
         tiny_imagenet.load(folder, "val")
         assert dead.name not in _temporaries(own_cache) and old.name not in _temporaries(own_cache)
+        assert not extraction.exists() and extraction.parent.is_dir()
         assert live.is_dir() and young.is_dir()
         (live / "content").write_text("kept while its writer lives")
     assert (arrays / "train-live" / "content").is_file()
