@@ -24,7 +24,7 @@ from common.cli import (add_data_arguments, dataset_of, fraction, non_negative_i
 TRAIN_FLAGS = ("epochs", "batch_size", "latent_dim", "generator_width", "discriminator_width", "dense_units",
                "learning_rate", "beta_1", "label_smoothing", "instance_noise", "spectral_norm",
                "discriminator_steps", "generator_steps", "grid_rows", "grid_columns", "seed", "classifier",
-               "score_samples")
+               "score_samples", "score_every")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -62,6 +62,8 @@ def build_parser() -> argparse.ArgumentParser:
                              "them per epoch (default: none, no per-epoch scores); required by score")
     scores.add_argument("--score-samples", type=positive_int, default=500,
                         help="generated and real val images per FID/KID (default: 500)")
+    scores.add_argument("--score-every", type=positive_int, default=1,
+                        help="epochs between FID/KID scores (default: 1)")
     scores.add_argument("--gan-train", metavar="MODEL", help="score: also train MODEL on generated images (cgan)")
     scores.add_argument("--gan-train-epochs", type=positive_int, default=3, help="score: epochs of --gan-train")
     scores.add_argument("--out", metavar="JSON", help="score: write the scores here instead of printing them")

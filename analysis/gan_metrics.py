@@ -120,6 +120,7 @@ def generate(generator: keras.Model, count: int, *, num_classes: int | None = No
     0, 1, ..., so every class gets count/num_classes), or None for an unconditional generator."""
     latent_dim, conditional = generator_signature(generator)
     noise = keras.ops.convert_to_numpy(keras.random.normal((positive_int("count", count), latent_dim), seed=seed))
+    batch_size = min(batch_size, count)  # one batch size for every call: predict traces once
     if not conditional:
         return np.asarray(generator.predict(noise, batch_size=batch_size, verbose=0), np.float32), None
     if num_classes is None:
@@ -139,23 +140,26 @@ def classifier_accuracy(classifier: keras.Model, images: np.ndarray, labels: np.
 
 class FeatureScorer:
     """``scorer(generator) -> {"fid", "kid", ["gan_test"]}`` against fixed real images: what the GAN
-    trainer logs after each epoch (the classifier is built once, so no epoch retraces it)."""
+    trainer logs after each epoch. One forward pass gives both the features and the logits, and the
+    two-output model is built once, so no epoch retraces it."""
 
     def __init__(self, classifier: keras.Model, real_images: np.ndarray, *, samples: int = 500, seed: int = 0,
                  num_classes: int | None = None):
         self.classifier, self.samples, self.seed = classifier, positive_int("samples", samples), seed
         self.num_classes = num_classes
         self.extractor = penultimate_model(classifier)
+        self.both = keras.Model(classifier.inputs, [self.extractor.outputs[0], classifier.outputs[0]])
         self.real_features = features(self.extractor, np.asarray(real_images)[:self.samples])
 
     def __call__(self, generator: keras.Model) -> dict:
         images, labels = generate(generator, self.samples, num_classes=self.num_classes, seed=self.seed)
-        fake_features = features(self.extractor, images)
+        fake_features, logits = self.both.predict(fit_to(self.both, images), batch_size=self.samples, verbose=0)
+        fake_features = np.asarray(fake_features, np.float64).reshape(len(images), -1)
         kid_mean, _ = kernel_inception_distance(self.real_features, fake_features,
                                                 subset_size=min(100, self.samples), seed=self.seed)
         scores = {"fid": frechet_distance(self.real_features, fake_features), "kid": kid_mean}
         if labels is not None:
-            scores["gan_test"] = classifier_accuracy(self.classifier, images, labels)
+            scores["gan_test"] = float(np.mean(np.argmax(logits, axis=-1) == labels))
         return scores
 
 

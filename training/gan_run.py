@@ -51,6 +51,7 @@ class GANConfig:
     seed: int = 0
     classifier: str | None = None  # the run whose penultimate features FID/KID use; None: no per-epoch scores
     score_samples: int = 500
+    score_every: int = 1  # epochs between scores (scoring can cost more than a small GAN's epoch)
     num_classes: int | None = None  # filled in from the data
     command: str = ""
     verbose: int | str = "auto"
@@ -122,9 +123,9 @@ def train_gan(config: GANConfig, run_dir, *, resume: bool = False,
     inputs, _ = grid_inputs(config)
     callbacks = [SampleGrid(trainer.generator, run_dir, inputs, config.grid_columns), *callbacks]
     if score is not None:
-        callbacks.insert(0, EpochScores(trainer.generator, score))
+        callbacks.insert(0, EpochScores(trainer.generator, score, every=config.score_every))
     dataset = make_dataset(split, config.batch_size, training=True, seed=config.seed)
-    plot_metrics = ("d_loss", "g_loss", "d_real", "d_fake") + (("fid",) if score is not None else ())
+    plot_metrics = ("d_loss", "g_loss", "d_real", "d_fake") + (("fid",) if score is not None and config.score_every == 1 else ())
     return fit_into_run(
         trainer, run_dir, dataset, epochs=config.epochs, resume=resume, verbose=config.verbose,
         checkpoints=[Checkpoint(trainer.generator, "generator.keras", monitor=None),
