@@ -32,7 +32,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--pgd-steps", type=positive_int, default=20, help="PGD iterations (default: 20)")
     parser.add_argument("--restarts", type=positive_int, default=1,
                         help="PGD random restarts; each image keeps its worst (default: 1)")
-    parser.add_argument("--limit", type=positive_int, metavar="N", help="evaluate a fixed random subset of N val images")
+    parser.add_argument("--limit", type=positive_int, metavar="N",
+                        help="evaluate a fixed random subset of N val images")
     parser.add_argument("--batch-size", type=positive_int, default=128, help="images per attacked batch (default: 128)")
     autoattack = parser.add_argument_group("autoattack")
     autoattack.add_argument("--version", choices=("standard", "rand", "custom"), default="standard",
@@ -40,6 +41,8 @@ def build_parser() -> argparse.ArgumentParser:
                                  "samples (randomised models); custom: --components (default: standard)")
     autoattack.add_argument("--components", nargs="+", choices=("apgd-ce", "apgd-dlr", "apgd-t", "square"),
                             help="the attacks of --version custom, in order")
+    autoattack.add_argument("--autoattack-eps", nargs="+", type=pixel_value, metavar="EPS",
+                            help="run AutoAttack only at these radii (default: every --eps)")
     autoattack.add_argument("--apgd-steps", type=positive_int, default=100, help="APGD iterations (default: 100)")
     autoattack.add_argument("--targets", type=positive_int, default=9,
                             help="APGD-T target classes (default: 9, at most classes - 1)")
@@ -97,6 +100,7 @@ def main(argv: list[str] | None = None) -> int:
         model, images, labels, attack_names=args.attack, eps_values=args.eps, snr_values=args.snr,
         pgd_steps=args.pgd_steps, restarts=args.restarts, batch_size=args.batch_size, num_classes=val.num_classes,
         log=lambda line: print(line, flush=True),
+        autoattack_eps=args.autoattack_eps,
         autoattack_options=dict(version=args.version, components=args.components, steps=args.apgd_steps,
                                 targets=args.targets, queries=args.square_queries, standalone=args.standalone,
                                 seed=args.seed))

@@ -49,12 +49,14 @@ def _pgd(eps, steps, restarts, seed=0):
 
 
 def evaluate_attacks(model, images, labels, *, attack_names, eps_values, snr_values, pgd_steps=20, restarts=1,
-                     batch_size=128, num_classes=None, log=None, autoattack_options=None) -> dict:
+                     batch_size=128, num_classes=None, log=None, autoattack_eps=None,
+                     autoattack_options=None) -> dict:
     """Run every requested attack; returns a RobustBench-style dict with its checks.
 
     ``log`` (``print``, say) gets one line per attack as it finishes: PGD on thousands of images
     takes minutes on a CPU. ``autoattack_options`` are keyword arguments of
-    ``analysis.autoattack.autoattack`` (version, components, steps, targets, queries, standalone, seed).
+    ``analysis.autoattack.autoattack`` (version, components, steps, targets, queries, standalone, seed);
+    ``autoattack_eps`` limits AutoAttack to those radii (default: ``eps_values``), as it costs far more.
     """
     tolerance = 1.0 / len(images)  # one example: random starts may flip a single borderline image
 
@@ -75,7 +77,7 @@ def evaluate_attacks(model, images, labels, *, attack_names, eps_values, snr_val
                 result["eps"].setdefault(eps_label(eps), {})[attack_name] = measure(
                     f"{attack_name} at {eps_label(eps)}", attack)
         elif attack_name == "autoattack":
-            for eps in eps_values:
+            for eps in (eps_values if autoattack_eps is None else autoattack_eps):
                 record = autoattack_module.autoattack(model, images, labels, eps=eps, batch_size=batch_size, log=log,
                                                       **(autoattack_options or {}))
                 row = result["eps"].setdefault(eps_label(eps), {})

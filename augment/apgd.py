@@ -186,7 +186,8 @@ def _attempts(model, x, labels, target_lists, seeds, *, eps, norm, steps, loss, 
             images = _select(better, images, tf.gather(best, remaining))
             best = tf.tensor_scatter_nd_update(best, index, images)
             best_fooled = tf.tensor_scatter_nd_update(best_fooled, index, fooled)
-            best_loss = tf.tensor_scatter_nd_update(best_loss, index, tf.maximum(values, tf.gather(best_loss, remaining)))
+            kept_loss = tf.maximum(values, tf.gather(best_loss, remaining))
+            best_loss = tf.tensor_scatter_nd_update(best_loss, index, kept_loss)
         else:
             images, fooled, values = run(x, labels, targets, *arguments, seed)
             better = (fooled & ~best_fooled) | ((fooled == best_fooled) & (values > best_loss))

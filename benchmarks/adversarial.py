@@ -138,7 +138,8 @@ def apgd_accuracy(run_dir, arguments):
             row["art_apgd_ce"] = f"unavailable: {type(error).__name__}: {str(error).splitlines()[0][:120]}"
         rows["eps"][eps_label(eps)] = row
         print(f"{run_dir} eps {eps_label(eps)}: " + ", ".join(
-            f"{key} {100 * value:.1f}%" if isinstance(value, float) else f"{key} {value}" for key, value in row.items()))
+            f"{key} {100 * value:.1f}%" if isinstance(value, float) else f"{key} {value}"
+            for key, value in row.items()))
     return rows
 
 
@@ -240,9 +241,9 @@ def main(argv=None):
     import models
 
     apgd = {}
+    zoo_model = models.build(arguments.zoo_model, num_classes=NUM_CLASSES, input_shape=SHAPE)
     for label, model, batch in (("small conv net", conv_net(arguments.width), arguments.batch_size),
-                                (f"zoo: {arguments.zoo_model}", models.build(arguments.zoo_model, num_classes=NUM_CLASSES,
-                                                                             input_shape=SHAPE), arguments.zoo_batch_size)):
+                                (f"zoo: {arguments.zoo_model}", zoo_model, arguments.zoo_batch_size)):
         print(f"APGD-CE on {label}, batch {batch}:")
         rows = measure(apgd_methods(model, x[:batch], arguments), arguments.repeats)
         names = list(rows)
