@@ -49,6 +49,9 @@ def cache_dir() -> pathlib.Path:
         if error.errno == errno.ENOSPC:
             raise
         reason = error.strerror or one_line(error)
+        if error.errno in (errno.ENOTDIR, errno.EEXIST):  # a file where a parent folder should be
+            raise NotADirectoryError(f"{name} cannot be created ({reason}); set ZOO_CACHE_DIR to a writable "
+                                     "folder") from None
         raise PermissionError(f"{name} is not writable ({reason}); set ZOO_CACHE_DIR to a writable folder") from None
     return path
 

@@ -350,7 +350,7 @@ def test_cache_that_is_a_file_is_refused_before_reading(folder, tmp_path, monkey
     line = _one_line_error(capsys, lambda: data.load_dataset("tiny-imagenet", "val", root=folder))
     assert "cache-file (ZOO_CACHE_DIR) is not a folder" in line
     monkeypatch.setenv("ZOO_CACHE_DIR", str(not_a_folder / "below"))
-    with pytest.raises(PermissionError, match="below \\(ZOO_CACHE_DIR\\) is not writable"):
+    with pytest.raises(NotADirectoryError, match="below \\(ZOO_CACHE_DIR\\) cannot be created \\(Not a directory"):
         data.cache_dir()
 
 
