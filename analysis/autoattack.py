@@ -24,6 +24,8 @@ COMPONENTS = ("apgd-ce", "apgd-dlr", "apgd-t", "square")
 WHITE_BOX = ("apgd-ce", "apgd-dlr", "apgd-t")
 RAND_EOT = 20  # gradient samples per step in the "rand" version (the reference's eot_iter)
 FAB_NOTE = "FAB-T not run (optional in the reference; not implemented here)"
+# The reference's budgets; a run with less says so in its record.
+STANDARD_BUDGET = {"steps": 100, "targets": 9, "queries": 5000}
 
 
 def _describe(name, settings):
@@ -33,6 +35,16 @@ def _describe(name, settings):
             "apgd-dlr": f"APGD, DLR loss, {steps} steps, 1 restart{suffix}",
             "apgd-t": f"APGD-T, targeted DLR, {steps} steps, {settings['targets']} targets",
             "square": f"Square, {settings['queries']} queries, p_init {settings['p_init']:g}"}[name]
+
+
+def _budget(names, settings):
+    """"standard", or which budgets are below the reference's (APGD steps, APGD-T targets, Square queries)."""
+    used = {"steps": any(name.startswith("apgd") for name in names), "targets": "apgd-t" in names,
+            "queries": "square" in names}
+    words = {"steps": "APGD steps", "targets": "APGD-T targets", "queries": "Square queries"}
+    reduced = [f"{words[key]} {settings[key]} (standard {value})" for key, value in STANDARD_BUDGET.items()
+               if used[key] and settings[key] < value]
+    return "reduced: " + ", ".join(reduced) if reduced else "standard"
 
 
 def _component(name, settings):
@@ -133,7 +145,7 @@ def autoattack(model, images, labels, *, eps, norm="inf", version="standard", co
         "clean_acc": float(clean_correct.mean()), "autoattack_acc": float(robust.mean()),
         "verified_acc": verified, "n_images": int(len(images)), "seconds": time.perf_counter() - started,
         "attack_versions": {name: _describe(name, settings) for name in names}, "ledger": ledger,
-        "fab_t": FAB_NOTE, "max_perturbation": largest,
+        "fab_t": FAB_NOTE, "max_perturbation": largest, "budget": _budget(names, settings),
         "within_threat_model": bool(largest <= eps + 1e-6 and worst.min() >= 0.0 and worst.max() <= 1.0),
         "possible_gradient_masking": bool(square_broken > (white_best if standalone else white)),
     }

@@ -70,12 +70,12 @@ def render(run_dirs: list[pathlib.Path], title: str) -> str:
     lines += ["", f"Evaluated on {', '.join(map(str, sorted(n)))} val images; PGD with "
               + ", ".join(f"{s} steps x {r} restart(s)" for s, r in sorted(steps))
               + "; dB columns are FGSM at that signal-to-noise ratio."]
+    records = [record for _, _, result in rows for record in result.get("autoattack", {}).values()]
     versions = sorted({f"{record['version']} ({record['mode']}): " + "; ".join(record["attack_versions"].values())
-                       for _, _, result in rows for record in result.get("autoattack", {}).values()})
+                       + f"; budget {record.get('budget', 'standard')}" for record in records})
     if versions:
-        lines += ["", "AutoAttack: " + " | ".join(versions) + f". {rows[0][2]['autoattack'][aa_labels[0]]['fab_t']}."
-                  if "autoattack" in rows[0][2] and aa_labels[0] in rows[0][2]["autoattack"]
-                  else "AutoAttack: " + " | ".join(versions) + "."]
+        lines += ["", "AutoAttack " + " | ".join(versions) + f". {records[0]['fab_t']}. AA − PGD is AutoAttack's "
+                  "accuracy minus PGD's, in points: how much PGD alone overstates robustness."]
     lines += ["", "Commands:", ""]
     for _, config, result in rows:
         lines += [f"- `{config.get('command', '')}`", f"  then `{result.get('command', '')}`"]

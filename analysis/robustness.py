@@ -172,7 +172,7 @@ def _ledger_tables(records: dict) -> list[str]:
     for label, record in records.items():
         lines += ["", f"AutoAttack ({record['version']}, {record['mode']}) at eps {label} ({record['threat_model']}): "
                   f"{100 * record['autoattack_acc']:.1f}% robust of {record['n_images']} images "
-                  f"in {record['seconds']:.0f} s; {record['fab_t']}.", "",
+                  f"in {record['seconds']:.0f} s; budget {record.get('budget', 'standard')}; {record['fab_t']}.", "",
                   "| attack | version | images attacked | broke first | accuracy % | robust after % | seconds |",
                   "| --- | --- | ---: | ---: | ---: | ---: | ---: |"]
         for entry in record["ledger"]:
