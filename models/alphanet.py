@@ -33,7 +33,8 @@ Versions (from the report, unless marked as chosen here):
 v2/v4 value is used.
 
 Every builder takes the injectable options of models.options: ``norm_layer`` (the five BN layers)
-and ``conv_constraint`` (every Conv2D and Dense kernel).
+and ``conv_constraint`` (every Conv2D and Dense kernel); ``residual_merge`` is accepted too but
+changes nothing (no residual merges here).
 """
 from __future__ import annotations
 
@@ -51,13 +52,13 @@ _LEAKY_SLOPE = 0.1
 
 
 def _alphanet(name, num_classes, input_shape, *, normalization, dense_units, conv_dropout, dense_dropout,
-              norm_layer, conv_constraint):
+              norm_layer, conv_constraint, residual_merge):
     input_shape = check_common_arguments(num_classes, input_shape, normalization)
     conv_dropout = check_rate("conv_dropout", conv_dropout)
     dense_dropout = check_rate("dense_dropout", dense_dropout)
     if isinstance(dense_units, bool) or not isinstance(dense_units, numbers.Integral) or dense_units < 1:
         raise ValueError(f"dense_units must be a positive integer. Received: dense_units={dense_units!r}")
-    options = injected(norm_layer, conv_constraint)
+    options = injected(norm_layer, conv_constraint, residual_merge)
     constraint = options["conv_constraint"]
 
     inputs, x = normalized_input(input_shape, normalization)
@@ -83,38 +84,38 @@ def _alphanet(name, num_classes, input_shape, *, normalization, dense_units, con
 @register_model
 def alphanet_v1(num_classes=200, input_shape=(64, 64, 3), *, normalization="imagenet",
                 dense_units=2048, conv_dropout=0.4, dense_dropout=0.5, norm_layer=batch_norm,
-                conv_constraint=None) -> keras.Model:
+                conv_constraint=None, residual_merge="add") -> keras.Model:
     """AlphaNet v1: heavy dropout (0.4 on conv blocks, 0.5 on the dense head), dense 2048."""
     return _alphanet("alphanet_v1", num_classes, input_shape, normalization=normalization,
                      dense_units=dense_units, conv_dropout=conv_dropout, dense_dropout=dense_dropout,
-                     norm_layer=norm_layer, conv_constraint=conv_constraint)
+                     norm_layer=norm_layer, conv_constraint=conv_constraint, residual_merge=residual_merge)
 
 
 @register_model
 def alphanet_v2(num_classes=200, input_shape=(64, 64, 3), *, normalization="imagenet",
                 dense_units=2048, conv_dropout=0.2, dense_dropout=0.2, norm_layer=batch_norm,
-                conv_constraint=None) -> keras.Model:
+                conv_constraint=None, residual_merge="add") -> keras.Model:
     """AlphaNet v2: dropout 0.2 everywhere, dense 2048."""
     return _alphanet("alphanet_v2", num_classes, input_shape, normalization=normalization,
                      dense_units=dense_units, conv_dropout=conv_dropout, dense_dropout=dense_dropout,
-                     norm_layer=norm_layer, conv_constraint=conv_constraint)
+                     norm_layer=norm_layer, conv_constraint=conv_constraint, residual_merge=residual_merge)
 
 
 @register_model
 def alphanet_v3(num_classes=200, input_shape=(72, 72, 3), *, normalization="imagenet",
                 dense_units=1024, conv_dropout=0.2, dense_dropout=0.2, norm_layer=batch_norm,
-                conv_constraint=None) -> keras.Model:
+                conv_constraint=None, residual_merge="add") -> keras.Model:
     """AlphaNet v3: 72x72 (Lanczos-upscaled) inputs, dense 1024."""
     return _alphanet("alphanet_v3", num_classes, input_shape, normalization=normalization,
                      dense_units=dense_units, conv_dropout=conv_dropout, dense_dropout=dense_dropout,
-                     norm_layer=norm_layer, conv_constraint=conv_constraint)
+                     norm_layer=norm_layer, conv_constraint=conv_constraint, residual_merge=residual_merge)
 
 
 @register_model
 def alphanet_v4(num_classes=200, input_shape=(64, 64, 3), *, normalization="imagenet",
                 dense_units=1024, conv_dropout=0.2, dense_dropout=0.2, norm_layer=batch_norm,
-                conv_constraint=None) -> keras.Model:
+                conv_constraint=None, residual_merge="add") -> keras.Model:
     """AlphaNet v4: 64x64 inputs, dense 1024, dropout 0.2."""
     return _alphanet("alphanet_v4", num_classes, input_shape, normalization=normalization,
                      dense_units=dense_units, conv_dropout=conv_dropout, dense_dropout=dense_dropout,
-                     norm_layer=norm_layer, conv_constraint=conv_constraint)
+                     norm_layer=norm_layer, conv_constraint=conv_constraint, residual_merge=residual_merge)

@@ -26,7 +26,8 @@ carry it.
 
 The builders take the zoo's injectable options (models.options): ``conv_constraint`` is set on every
 convolution; ``norm_layer`` is accepted for one interface across the zoo but these networks have no norm
-layer, so it changes nothing; cis680_deep_residual takes ``residual_merge`` ("add" or "convex").
+layer, so it changes nothing; ``residual_merge`` ("add" or "convex") shapes cis680_deep_residual's skips
+and changes nothing in the two networks without skips.
 """
 from __future__ import annotations
 
@@ -42,7 +43,7 @@ _ACTIVATIONS = ("sigmoid", "tanh", "relu")
 
 
 def _cis680(name, num_classes, input_shape, *, normalization, extra_layers, residual, activation, norm_layer,
-            conv_constraint, residual_merge="add"):
+            conv_constraint, residual_merge):
     input_shape = check_common_arguments(num_classes, input_shape, normalization)
     if activation not in _ACTIVATIONS:
         raise ValueError(f"activation must be one of {_ACTIVATIONS}. Received: activation={activation!r}")
@@ -75,20 +76,21 @@ def _cis680(name, num_classes, input_shape, *, normalization, extra_layers, resi
 
 @register_model
 def cis680_allconv(num_classes=200, input_shape=(64, 64, 3), *, normalization="imagenet", norm_layer=batch_norm,
-                   conv_constraint=None) -> keras.Model:
+                   conv_constraint=None, residual_merge="add") -> keras.Model:
     """The report's five-convolution all-convolutional network."""
     return _cis680("cis680_allconv", num_classes, input_shape, normalization=normalization,
                    extra_layers=0, residual=False, activation="relu", norm_layer=norm_layer,
-                   conv_constraint=conv_constraint)
+                   conv_constraint=conv_constraint, residual_merge=residual_merge)
 
 
 @register_model
 def cis680_deep_plain(num_classes=200, input_shape=(64, 64, 3), *, normalization="imagenet",
-                      activation="sigmoid", norm_layer=batch_norm, conv_constraint=None) -> keras.Model:
+                      activation="sigmoid", norm_layer=batch_norm, conv_constraint=None,
+                      residual_merge="add") -> keras.Model:
     """cis680_allconv with 20 more plain convolutions (gradients vanish)."""
     return _cis680("cis680_deep_plain", num_classes, input_shape, normalization=normalization,
                    extra_layers=_EXTRA_LAYERS, residual=False, activation=activation, norm_layer=norm_layer,
-                   conv_constraint=conv_constraint)
+                   conv_constraint=conv_constraint, residual_merge=residual_merge)
 
 
 @register_model

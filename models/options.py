@@ -10,9 +10,13 @@ As timm threads ``norm_layer`` through its models, a variant of a zoo model is a
   or a name from NORM_LAYERS (JSON-friendly, for run configs). The default, ``batch_norm``, is a
   BatchNormalization with the zoo's momentum 0.9; passing ``keras.layers.BatchNormalization`` itself
   gives Keras' default momentum 0.99 (see models.layers.BATCH_NORM_MOMENTUM for why the zoo avoids it).
-- ``conv_constraint``: a ``keras.constraints.Constraint``, None, or "parseval" (ParsevalConstraint()),
-  set as ``kernel_constraint`` of every Conv2D and Dense layer the builder makes.
+- ``conv_constraint``: a ``keras.constraints.Constraint``, None, "parseval" (ParsevalConstraint()) or a
+  serialized constraint (the dict ``keras.constraints.serialize`` gives, JSON-friendly), set as
+  ``kernel_constraint`` of every Conv2D and Dense layer the builder makes.
 - ``residual_merge``: "add" (keras.layers.Add) or "convex" (ConvexCombination) for residual merges.
+Every builder takes all three, so one set of options (say, a Parseval network's constraint and convex
+merges) applies to any zoo model; where a network has no norm layer or no residual merge of its own,
+the option is checked and changes nothing (each module's docstring says which).
 Every layer these create is a registered serializable class, so models reload with ``safe_mode=True``.
 """
 from __future__ import annotations
@@ -46,13 +50,19 @@ def norm_layer_factory(norm_layer):
 
 
 def kernel_constraint(conv_constraint):
-    """``conv_constraint`` as a keras Constraint or None; "parseval" makes a ParsevalConstraint()."""
+    """``conv_constraint`` as a keras Constraint or None; "parseval" makes a ParsevalConstraint(), and a
+    dict is read back with ``keras.constraints.get`` (the form run configs store)."""
     if conv_constraint is None or isinstance(conv_constraint, keras.constraints.Constraint):
         return conv_constraint
     if isinstance(conv_constraint, str) and conv_constraint in CONSTRAINTS:
         return CONSTRAINTS[conv_constraint]()
-    raise ValueError(f"conv_constraint must be None, a keras.constraints.Constraint or one of "
-                     f"{tuple(CONSTRAINTS)}. Received: conv_constraint={conv_constraint!r}")
+    if isinstance(conv_constraint, dict):
+        try:
+            return keras.constraints.get(conv_constraint)
+        except (ValueError, TypeError):
+            pass  # the one-line error below names the value
+    raise ValueError(f"conv_constraint must be None, a keras.constraints.Constraint, its serialized dict or one "
+                     f"of {tuple(CONSTRAINTS)}. Received: conv_constraint={conv_constraint!r}")
 
 
 def check_residual_merge(residual_merge) -> str:
@@ -69,9 +79,7 @@ def merge(tensors, residual_merge, name):
     return keras.layers.Add(name=f"{name}_add")(tensors)
 
 
-def injected(norm_layer, conv_constraint, residual_merge=None) -> dict:
+def injected(norm_layer, conv_constraint, residual_merge) -> dict:
     """Validate the injectable options; return them resolved as keyword arguments for a builder's body."""
-    options = {"norm_layer": norm_layer_factory(norm_layer), "conv_constraint": kernel_constraint(conv_constraint)}
-    if residual_merge is not None:
-        options["residual_merge"] = check_residual_merge(residual_merge)
-    return options
+    return {"norm_layer": norm_layer_factory(norm_layer), "conv_constraint": kernel_constraint(conv_constraint),
+            "residual_merge": check_residual_merge(residual_merge)}

@@ -36,7 +36,8 @@ The injectable options of models.options reach only the layers this module build
 is set on the logits Dense (and, in Convengers, on the head's Dense layers and a new ``vgg19_fc1``);
 ``norm_layer`` builds Convengers' head norm layers. The backbones' own BatchNormalization layers are
 keras.applications' and are not replaced (the single-backbone heads have no norm layer, so ``norm_layer``
-changes nothing there and ``models.routes.has_routes`` stays False).
+changes nothing there and ``models.routes.has_routes`` stays False); ``residual_merge`` is accepted for
+one interface across the zoo and changes nothing (the backbones' residual adds are keras.applications').
 """
 from __future__ import annotations
 
@@ -216,13 +217,13 @@ def _input_pipeline(input_shape, backbone_size, preprocessing, normalization, au
 
 
 def _transfer(name, backbone_name, num_classes, input_shape, normalization, weights, backbone_size,
-              augmentation, dropout, seed, norm_layer, conv_constraint):
+              augmentation, dropout, seed, norm_layer, conv_constraint, residual_merge):
     _, preprocessing, default_size, smallest = BACKBONES[backbone_name]
     backbone_size = default_size if backbone_size is None else backbone_size
     input_shape, backbone_size = _check_transfer_arguments(num_classes, input_shape, normalization, weights,
                                                            backbone_size, smallest)
     dropout = check_rate("dropout", dropout)
-    constraint = injected(norm_layer, conv_constraint)["conv_constraint"]
+    constraint = injected(norm_layer, conv_constraint, residual_merge)["conv_constraint"]
     inputs, x = _input_pipeline(input_shape, backbone_size, preprocessing, normalization, augmentation, seed)
     backbone = application(backbone_name, weights, include_top=False, pooling="avg",
                            input_shape=(backbone_size, backbone_size, input_shape[2]), name=backbone_name)
@@ -235,28 +236,32 @@ def _transfer(name, backbone_name, num_classes, input_shape, normalization, weig
 @register_model
 def resnet101_transfer(num_classes=200, input_shape=(64, 64, 3), *, normalization="imagenet", weights="imagenet",
                        backbone_size=None, augmentation=True, dropout=0.0, seed=None, norm_layer=batch_norm,
-                       conv_constraint=None) -> keras.Model:
+                       conv_constraint=None, residual_merge="add") -> keras.Model:
     """ResNet-101 fine-tuned from ImageNet at backbone_size (224 by default)."""
     return _transfer("resnet101_transfer", "resnet101", num_classes, input_shape, normalization, weights,
-                     backbone_size, augmentation, dropout, seed, norm_layer, conv_constraint)
+                     backbone_size, augmentation, dropout, seed, norm_layer, conv_constraint,
+                     residual_merge)
 
 
 @register_model
 def inception_v3_transfer(num_classes=200, input_shape=(64, 64, 3), *, normalization="imagenet",
                           weights="imagenet", backbone_size=None, augmentation=True, dropout=0.0,
-                          seed=None, norm_layer=batch_norm, conv_constraint=None) -> keras.Model:
+                          seed=None, norm_layer=batch_norm, conv_constraint=None,
+                          residual_merge="add") -> keras.Model:
     """Inception v3 (no auxiliary head) fine-tuned from ImageNet at backbone_size (299 by default, 75 at least)."""
     return _transfer("inception_v3_transfer", "inception_v3", num_classes, input_shape, normalization, weights,
-                     backbone_size, augmentation, dropout, seed, norm_layer, conv_constraint)
+                     backbone_size, augmentation, dropout, seed, norm_layer, conv_constraint,
+                     residual_merge)
 
 
 @register_model
 def vgg19_transfer(num_classes=200, input_shape=(64, 64, 3), *, normalization="imagenet", weights="imagenet",
                    backbone_size=None, augmentation=True, dropout=0.0, seed=None, norm_layer=batch_norm,
-                       conv_constraint=None) -> keras.Model:
+                       conv_constraint=None, residual_merge="add") -> keras.Model:
     """VGG19's convolutions fine-tuned from ImageNet at backbone_size (224 by default), average-pooled."""
     return _transfer("vgg19_transfer", "vgg19", num_classes, input_shape, normalization, weights,
-                     backbone_size, augmentation, dropout, seed, norm_layer, conv_constraint)
+                     backbone_size, augmentation, dropout, seed, norm_layer, conv_constraint,
+                     residual_merge)
 
 
 def _vgg19_fc1(weights, backbone_size, channels, constraint) -> keras.Model:
@@ -274,7 +279,7 @@ def _vgg19_fc1(weights, backbone_size, channels, constraint) -> keras.Model:
 @register_model
 def convengers(num_classes=200, input_shape=(64, 64, 3), *, normalization="imagenet", weights="imagenet",
                backbone_size=224, augmentation=True, head_units=CONVENGERS_HEAD_UNITS, dropout=0.5,
-               seed=None, norm_layer=batch_norm, conv_constraint=None) -> keras.Model:
+               seed=None, norm_layer=batch_norm, conv_constraint=None, residual_merge="add") -> keras.Model:
     """ResNet-101 + Inception v3 + VGG19 features (8192) under a three-block dense head (Convengers report)."""
     input_shape, backbone_size = _check_transfer_arguments(num_classes, input_shape, normalization, weights,
                                                            backbone_size, BACKBONES["inception_v3"][3])
@@ -282,7 +287,7 @@ def convengers(num_classes=200, input_shape=(64, 64, 3), *, normalization="image
     head_units = tuple(head_units)
     if not head_units or any(isinstance(u, bool) or not isinstance(u, numbers.Integral) or u < 1 for u in head_units):
         raise ValueError(f"head_units must be positive integers. Received: head_units={head_units!r}")
-    options = injected(norm_layer, conv_constraint)
+    options = injected(norm_layer, conv_constraint, residual_merge)
     constraint = options["conv_constraint"]
 
     # One shared view for all three backbones: normalised to Inception's [-1, 1] first, then converted to

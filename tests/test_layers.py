@@ -268,10 +268,28 @@ def test_every_bn_builder_takes_dual_bn_and_the_parseval_constraint(name):
 
 @pytest.mark.parametrize("name", slow_marked(sorted(set(models.names()) - set(BN_MODELS))))
 def test_builders_without_bn_take_the_parseval_constraint(name):
-    model = build_small(name, norm_layer=DualBatchNormalization, conv_constraint="parseval")
+    model = build_small(name, norm_layer=DualBatchNormalization, conv_constraint="parseval", residual_merge="convex")
     kernels = [layer for layer in model.layers if isinstance(layer, (keras.layers.Conv2D, keras.layers.Dense))]
     assert kernels and all(isinstance(layer.kernel.constraint, ParsevalConstraint) for layer in kernels)
     assert not has_routes(model)  # no norm layer of the project's own to replace
+
+
+def test_every_builder_takes_the_three_injectable_options():
+    import inspect
+
+    for name in models.names():
+        parameters = inspect.signature(models.get_builder(name)).parameters
+        assert {"norm_layer", "conv_constraint", "residual_merge"} <= set(parameters), name
+
+
+def test_conv_constraint_from_its_serialized_dict():
+    config = keras.constraints.serialize(ParsevalConstraint(beta=0.02, rows=0.5, seed=3))
+    model = build_small("cis680_allconv", conv_constraint=config, residual_merge="convex")
+    constraint = model.get_layer("conv1").kernel.constraint
+    assert isinstance(constraint, ParsevalConstraint)
+    assert constraint.get_config() == {"beta": 0.02, "rows": 0.5, "seed": 3}
+    with pytest.raises(ValueError, match=re.escape("Received: conv_constraint={'class_name': 'Nope'")):
+        build_small("cis680_allconv", conv_constraint={"class_name": "Nope", "config": {}})
 
 
 def test_norm_layer_and_constraint_by_name():
