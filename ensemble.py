@@ -18,6 +18,7 @@ import pathlib
 import shlex
 import sys
 
+from common import cli
 from common.cli import run_cli
 
 
@@ -35,15 +36,10 @@ def head_widths(text: str) -> tuple[int, ...]:
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("members", nargs="+", metavar="RUN_DIR", help="run folders of the trained members")
-    source = common.add_argument_group("data (default: the first member's)")
-    source.add_argument("--data", metavar="PATH", help="Tiny ImageNet folder, official zip, or folder of zip parts")
-    source.add_argument("--dataset", choices=("tiny-imagenet", "cifar10", "cifar100", "svhn", "digits"),
-                        help="a named dataset")
-    source.add_argument("--classes", type=int, metavar="N", help="keep the first N classes")
-    source.add_argument("--per-class", type=int, metavar="K", help="keep the first K training images per class")
+    cli.add_data_arguments(common, defaults_from="the first member's")
     run = common.add_argument_group("run")
-    run.add_argument("--batch-size", type=int, default=64, help="batch size (default: 64)")
-    run.add_argument("--seed", type=int, default=0, help="seeds the head's weights and shuffling (default: 0)")
+    run.add_argument("--batch-size", type=cli.positive_int, default=64, help="batch size (default: 64)")
+    run.add_argument("--seed", type=cli.non_negative_int, default=0, help="seeds the head's weights and shuffling (default: 0)")
     run.add_argument("--run-dir", help="default: runs/<kind>-<timestamp>")
     run.add_argument("--quiet", action="store_true", help="one line per epoch instead of progress bars")
     run.add_argument("--out", type=pathlib.Path, metavar="FILE",
@@ -52,10 +48,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     kinds = parser.add_subparsers(dest="kind", required=True)
     stack = kinds.add_parser("alphastack", parents=[common], help="train a dense head on the frozen members' logits")
-    stack.add_argument("--epochs", type=int, default=32, help="epochs of head training (default: 32)")
+    stack.add_argument("--epochs", type=cli.positive_int, default=32, help="epochs of head training (default: 32)")
     stack.add_argument("--head", type=head_widths, default=(512, 256), metavar="WIDTHS",
                        help="hidden Dense widths, comma-separated (default 512,256)")
-    stack.add_argument("--learning-rate", type=float, default=1e-3, help="Adam learning rate")
+    stack.add_argument("--learning-rate", type=cli.positive_float, default=1e-3, help="Adam learning rate")
     kinds.add_parser("average", parents=[common], help="average the members' softmax probabilities (no training)")
     return parser
 
@@ -72,6 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     run_dir = new_run_dir(args.kind, args.run_dir)
     members = ensembles.load_members(args.members)
     command = shlex.join(["python", "ensemble.py", *argv])
+    cli.dataset_of(args, fallback=None)  # --dataset cifar10 --data DIR is refused
     options = dict(dataset=args.dataset, data=args.data, classes=args.classes, per_class=args.per_class,
                    batch_size=args.batch_size, seed=args.seed, verbose=2 if args.quiet else "auto", command=command)
     if args.kind == "alphastack":

@@ -19,7 +19,8 @@ import json
 import shlex
 import sys
 
-from common.cli import pixel_value, run_cli
+from common import cli
+from common.cli import run_cli
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -27,27 +28,26 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("model", help="a model name from the zoo (python train.py --list)")
     parser.add_argument("--search", default="optimizer", help="optimizer (optimizer, learning rate) "
                         "or augment (policy none/A/B/C, and eps with --adv)")
-    source = parser.add_argument_group("data (as in train.py)")
-    source.add_argument("--data", metavar="PATH", help="Tiny ImageNet folder, official zip, or folder of zip parts")
-    source.add_argument("--dataset", default="tiny-imagenet", help="tiny-imagenet, cifar10, cifar100, svhn, digits")
-    source.add_argument("--classes", type=int, metavar="N", help="keep the first N classes")
-    source.add_argument("--per-class", type=int, metavar="K", help="keep the first K training images per class")
-    source.add_argument("--batch-size", type=int, help="default: the recipe's")
-    source.add_argument("--image-size", type=int, metavar="PIXELS", help="resize images (Lanczos) to this size")
+    source = cli.add_data_arguments(parser)
+    source.add_argument("--batch-size", type=cli.positive_int, help="default: the recipe's")
+    source.add_argument("--image-size", type=cli.positive_int, metavar="PIXELS",
+                        help="resize images (Lanczos) to this size")
     space = parser.add_argument_group("search space")
     space.add_argument("--optimizers", nargs="+", default=["adam", "rmsprop", "adadelta", "sgd"],
                        metavar="NAME", help="optimizer choices (default: %(default)s)")
-    space.add_argument("--lr-min", type=float, default=1e-4, help="learning rates are log-uniform in [min, max]")
-    space.add_argument("--lr-max", type=float, default=1e-2, help="upper bound of the learning rate (default: 1e-2)")
+    space.add_argument("--lr-min", type=cli.positive_float, default=1e-4,
+                       help="learning rates are log-uniform in [min, max]")
+    space.add_argument("--lr-max", type=cli.positive_float, default=1e-2,
+                       help="upper bound of the learning rate (default: 1e-2)")
     space.add_argument("--adv", metavar="MIX", help='augment search: adversarial training with this attack mix '
                        '(e.g. "fgsm:1"), eps in {1,2,4,8}/255, ranked by PGD-10 accuracy at --eval-eps')
-    space.add_argument("--adv-fraction", type=float, default=0.5, help="share of each batch made adversarial")
-    space.add_argument("--eval-eps", type=pixel_value, default=8 / 255, help="PGD radius of the robust objective")
+    space.add_argument("--adv-fraction", type=cli.fraction(), default=0.5, help="share of each batch made adversarial")
+    space.add_argument("--eval-eps", type=cli.pixel_value, default=8 / 255, help="PGD radius of the robust objective")
     budget = parser.add_argument_group("search")
     budget.add_argument("--tuner", default="random", help="random, bayesian or hyperband")
-    budget.add_argument("--trials", type=int, default=20, help="trials in all (hyperband sets its own number)")
-    budget.add_argument("--epochs", type=int, default=5, help="epochs per trial (hyperband: the most a trial gets)")
-    budget.add_argument("--seed", type=int, default=0, help="trial i is seeded with seed + i")
+    budget.add_argument("--trials", type=cli.positive_int, default=20, help="trials in all (hyperband sets its own number)")
+    budget.add_argument("--epochs", type=cli.positive_int, default=5, help="epochs per trial (hyperband: the most a trial gets)")
+    budget.add_argument("--seed", type=cli.non_negative_int, default=0, help="trial i is seeded with seed + i")
     budget.add_argument("--dir", help="search folder (default: tuning/<model>-<search>)")
     budget.add_argument("--overwrite", action="store_true", help="discard the search in --dir and start anew")
     budget.add_argument("--results-table", metavar="PATH", help="also write the table here (e.g. under results/)")
@@ -62,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     from common.run_folder import write_text
 
     settings = tuning.SearchSettings(
-        model=args.model, search=args.search, dataset="tiny-imagenet" if args.data else args.dataset,
+        model=args.model, search=args.search, dataset=cli.dataset_of(args),
         data=args.data, classes=args.classes, per_class=args.per_class, batch_size=args.batch_size,
         image_size=args.image_size, optimizers=tuple(args.optimizers), lr_min=args.lr_min, lr_max=args.lr_max,
         adv=args.adv, adv_fraction=args.adv_fraction, eval_eps=args.eval_eps, trials=args.trials,

@@ -37,6 +37,8 @@ def load_model(path: str | pathlib.Path, *, compile: bool = False):
         raise ValueError(f"{path} is not a .keras model file")
     if not path.is_file():
         raise FileNotFoundError(f"{path} does not exist")
+    if not zipfile.is_zipfile(path):  # Keras would call a file it cannot open "not found"
+        raise ValueError(f"{path} is not a readable .keras file (not a zip archive)")
     try:
         return keras.models.load_model(path, safe_mode=True, compile=compile)
     except (zipfile.BadZipFile, OSError, EOFError) as error:

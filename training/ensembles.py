@@ -24,7 +24,8 @@ from data.pipeline import make_dataset
 from models.transfer import InferenceOnly, MeanProbabilityLogits
 from training import trainer
 from training.recipes import Recipe
-from common.run_folder import atomic_path, read_json, write_json
+from common.run_folder import atomic_path, write_json
+from common.run_loader import load_run, load_split
 from training.fit import Checkpoint, fit_into_run
 
 KINDS = ("alphastack", "average")
@@ -45,17 +46,21 @@ def load_members(run_dirs) -> list[Member]:
     """The trained models of ``run_dirs`` (each a run folder with config.json and model.keras)."""
     if not run_dirs:
         raise ValueError("An ensemble needs at least one member run folder. Received: none")
+    resolved = [pathlib.Path(run_dir).resolve() for run_dir in run_dirs]
+    repeated = sorted({str(run_dir) for run_dir in run_dirs if resolved.count(pathlib.Path(run_dir).resolve()) > 1})
+    if repeated:
+        raise ValueError(f"Each member run is listed once. Received more than once: {', '.join(repeated)}")
     members = []
     for run_dir in map(pathlib.Path, run_dirs):
-        model_path = run_dir / "model.keras"
-        if not model_path.is_file():
-            raise FileNotFoundError(f"{model_path} does not exist: {run_dir} is not a trained run folder")
-        config = read_json(run_dir / "config.json")
         # Uncompiled: a compiled member would bring its own loss and metrics into the ensemble's.
-        members.append(Member(run_dir, config, keras.models.load_model(model_path, safe_mode=True, compile=False)))
-    classes = {str(member.run_dir): member.model.output_shape[-1] for member in members}
+        loaded = load_run(run_dir)
+        members.append(Member(run_dir, loaded.config, loaded.model))
+    classes = {str(member.run_dir): (member.config.get("dataset", "tiny-imagenet"), member.config.get("classes"),
+                                     member.model.output_shape[-1]) for member in members}
     if len(set(classes.values())) != 1:
-        raise ValueError(f"Ensemble members must predict the same classes. Received classes per member: {classes}")
+        described = "; ".join(f"{run}: {dataset}, classes={count or 'all'} ({outputs} outputs)"
+                              for run, (dataset, count, outputs) in classes.items())
+        raise ValueError(f"Ensemble members must be trained on the same dataset and classes. Received: {described}")
     return members
 
 
@@ -117,13 +122,19 @@ def data_config(members: list[Member], *, kind: str, dataset=None, data=None, cl
                     source="CS182 report (AlphaStack)" if kind == "alphastack" else "Convengers report (averaging)")
     return trainer.TrainConfig(
         model=kind, recipe=recipe, dataset="tiny-imagenet" if data else (dataset or first.dataset),
-        data=data or first.data, classes=classes or first.classes, per_class=per_class,
+        data=data or first.data, classes=classes or first.classes, per_class=per_class or first.per_class,
         image_size=first.resolved_image_size, seed=seed, verbose=verbose, command=command)
 
 
-def _load_data(config, members):
+def _load_data(config, members, *, train: bool = True):
+    """(train split or None, val split) of ``config``; the averaged ensemble trains nothing and skips the train split."""
     keras.utils.set_random_seed(config.seed)
-    train_split, val_split = trainer.load_splits(config)
+    if train:
+        train_split, val_split = trainer.load_splits(config)
+    else:
+        size = config.resolved_image_size
+        train_split, val_split = None, load_split({"dataset": config.dataset, "data": config.data}, "val",
+                                                  classes=config.classes, image_size=(size, size) if size else None)
     if val_split.num_classes != members[0].model.output_shape[-1]:
         raise ValueError(f"The members predict {members[0].model.output_shape[-1]} classes but the data has "
                          f"{val_split.num_classes} (dataset={config.dataset!r}, classes={config.classes!r})")
@@ -164,7 +175,7 @@ def save_average(members: list[Member], run_dir, **data_options) -> pathlib.Path
     run_dir = pathlib.Path(run_dir)
     data_options.pop("epochs", None)
     config = data_config(members, kind="average", **data_options)
-    _, val_split = _load_data(config, members)
+    _, val_split = _load_data(config, members, train=False)
     ensemble = build_average(members, val_split.image_shape)
     _write_config(run_dir, config, members, val_split)
     val_data = make_dataset(val_split, config.recipe.batch_size, training=False)

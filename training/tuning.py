@@ -292,13 +292,14 @@ def run_search(settings: SearchSettings, directory=None, *, overwrite: bool = Fa
     role = distributed_role()
     directory = pathlib.Path(directory or f"tuning/{settings.model}-{settings.search}")
     config = settings.train_config()
+    if role != "chief":  # check first, write after: a bad --data must not leave a search.json behind
+        train_split, val_split = trainer.load_splits(config)
     prepare_directory(settings, directory, overwrite, role)
     hypermodel = ZooHyperModel(settings)
     tuner = make_tuner(settings, hypermodel, directory, overwrite=overwrite)
     if role == "chief":
         tuner.search(verbose=verbose)  # serves the oracle until the workers have run every trial
     else:
-        train_split, val_split = trainer.load_splits(config)
         hypermodel.use_data(train_split)
         tuner.search(train_split, val_split, epochs=settings.epochs, verbose=verbose)
     if role == "worker":
