@@ -129,17 +129,12 @@ def main(argv: list[str] | None = None) -> int:
     out = pathlib.Path(args.out or f"results/cis680/{data_tag(scale)}")
     runs_dir = pathlib.Path(args.runs or f"runs/cis680/{args.experiment}-{data_tag(scale)}")
     command = shlex.join(["python", "-m", "experiments.cis680", *argv])
-    import tensorflow as tf
+    from experiments.cis680_adversarial import run_experiment
+    from experiments.cis680_runs import deterministic_ops
 
-    tf.config.experimental.enable_op_determinism()  # a rerun with the same seed gives the same table
-    if args.experiment == "vanishing":
-        vanishing(args, scale, out, runs_dir, command)
-    elif args.experiment == "preprocessing":
-        preprocessing(args, scale, out, runs_dir, command)
-    else:
-        from experiments.cis680_adversarial import run_experiment
-
-        run_experiment(args, scale, out, runs_dir, command)
+    experiment = {"vanishing": vanishing, "preprocessing": preprocessing, "adversarial-images": run_experiment}
+    with deterministic_ops():
+        experiment[args.experiment](args, scale, out, runs_dir, command)
     print(f"results: {out}")
     return 0
 

@@ -83,7 +83,7 @@ def pair_figure(original, adversarial, *, true_name: str, target_name: str, p_tr
     magnified = 0.5 + 0.5 * perturbation / scale if scale > 0 else np.full_like(original, 0.5)
     figure, axes = plt.subplots(1, 3, figsize=(7.5, 2.9))
     panels = ((original, f"original: {true_name}\np({true_name}) = {p_true:.3f}"),
-              (magnified, f"perturbation ×{0.5 / scale:.0f}\nL∞ = {255 * scale:.1f}/255" if scale > 0
+              (magnified, f"perturbation ×{0.5 / scale:.3g}\nL∞ = {255 * scale:.1f}/255" if scale > 0
                else "no perturbation"),
               (adversarial, f"adversarial{'' if success else ' (FAILED)'}\n"
                             f"p({target_name}) = {p_target:.3f}, {steps} steps"))

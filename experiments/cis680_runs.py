@@ -6,6 +6,7 @@ interrupted experiment continues where it stopped and a rerun rebuilds its table
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import pathlib
@@ -108,6 +109,21 @@ def summarize(run_dir: pathlib.Path) -> dict:
     return summary
 
 
+@contextlib.contextmanager
+def deterministic_ops():
+    """TensorFlow's deterministic kernels inside the block, so a rerun with the same seed gives the same table;
+    the previous setting comes back afterwards (the public API can only switch it on)."""
+    from tensorflow.python.framework import config
+
+    enabled_before = config.is_op_determinism_enabled()
+    config.enable_op_determinism()
+    try:
+        yield
+    finally:
+        if not enabled_before:
+            config.disable_op_determinism()
+
+
 def mean_std(values) -> tuple[float, float]:
     values = np.asarray([value for value in values if value is not None], dtype=float)
     if values.size == 0:
@@ -120,6 +136,8 @@ def cell(values, kind: str = "accuracy") -> str:
     mean, std = mean_std(values)
     if math.isnan(mean):
         return "n/a"
+    if kind == "number":
+        return f"{mean:.2f}" + (f" ± {std:.2f}" if len(values) > 1 else "")
     if kind == "accuracy":
         return f"{100 * mean:.2f}" + (f" ± {100 * std:.2f}" if len(values) > 1 else "")
     return f"{mean:.2e}" + (f" ± {std:.1e}" if len(values) > 1 else "")
