@@ -18,8 +18,9 @@ except ImportError:  # pragma: no cover - Windows
 
 TEMPORARY_MARK = ".tmp-"
 LOCK_MARKER = ".locked"
-# A temporary folder without the lock marker is that young at most while its writer takes the lock;
-# where there is no fcntl, a folder this much older than its last change is taken as abandoned.
+NO_LOCK_MARKER = ".unlocked"  # the writer's file system has no locks
+# A temporary folder without a marker is that young at most while its writer takes the lock;
+# where locks are unavailable, a folder this much older than its last change is taken as abandoned.
 UNLOCKED_GRACE_SECONDS = 60.0
 ABANDONED_SECONDS = 24 * 3600.0
 
@@ -113,7 +114,8 @@ def atomic_directory(final: pathlib.Path):
     lock = _lock(temporary)
     try:
         yield temporary
-        (temporary / LOCK_MARKER).unlink(missing_ok=True)
+        for marker in (LOCK_MARKER, NO_LOCK_MARKER):
+            (temporary / marker).unlink(missing_ok=True)
         try:
             os.replace(temporary, final)
         except OSError:
@@ -130,7 +132,12 @@ def _lock(folder: pathlib.Path) -> int | None:
     if fcntl is None:  # pragma: no cover - Windows
         return None
     descriptor = os.open(folder, os.O_RDONLY)
-    fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:  # a file system without locks: the folder is then judged by its age alone
+        os.close(descriptor)
+        (folder / NO_LOCK_MARKER).touch()
+        return None
     # Written only once the lock is held: a lock that can be taken while the marker exists
     # means the writer is gone, never that it has not locked yet.
     (folder / LOCK_MARKER).touch()
@@ -143,7 +150,7 @@ def _abandoned(folder: pathlib.Path) -> bool:
         age = time.time() - folder.stat().st_mtime
     except FileNotFoundError:
         return False  # its writer finished (renamed or removed it) meanwhile
-    if fcntl is None:  # pragma: no cover - Windows
+    if fcntl is None or (folder / NO_LOCK_MARKER).exists():
         return age > ABANDONED_SECONDS
     if not (folder / LOCK_MARKER).exists():
         # Written before locks existed, or its writer is between mkdtemp and the lock.

@@ -260,6 +260,10 @@ def test_leftovers_of_dead_writers_are_removed_and_live_ones_kept(folder, own_ca
     os.utime(old, (stale, stale))
     young = arrays / ".val-fedcba9876543210.tmp-young"  # a writer between mkdtemp and its lock
     young.mkdir()
+    unlocked = arrays / ".val-0000000000000000.tmp-nolocks"  # a writer on a file system without locks
+    unlocked.mkdir()
+    (unlocked / cache.NO_LOCK_MARKER).touch()
+    os.utime(unlocked, (stale, stale))  # decoding for longer than the grace period: still kept
     extraction = own_cache / "tiny-imagenet-200-parts" / "0123456789abcdef" / "train-3" / ".fedcba9876543210.tmp-dead"
     extraction.mkdir(parents=True)  # a zip part's extraction, killed halfway
     (extraction / cache.LOCK_MARKER).touch()
@@ -267,11 +271,24 @@ def test_leftovers_of_dead_writers_are_removed_and_live_ones_kept(folder, own_ca
         tiny_imagenet.load(folder, "val")
         assert dead.name not in _temporaries(own_cache) and old.name not in _temporaries(own_cache)
         assert not extraction.exists() and extraction.parent.is_dir()
-        assert live.is_dir() and young.is_dir()
+        assert live.is_dir() and young.is_dir() and unlocked.is_dir()
         (live / "content").write_text("kept while its writer lives")
     assert (arrays / "train-live" / "content").is_file()
     assert not (arrays / "train-live" / cache.LOCK_MARKER).exists()
-    assert _temporaries(own_cache) == [young.name]
+    assert _temporaries(own_cache) == sorted([unlocked.name, young.name])
+
+
+def test_writer_on_a_file_system_without_locks(own_cache, monkeypatch):
+    def no_locks(*args):
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(cache.fcntl, "flock", no_locks)
+    final = own_cache / "entry"
+    with cache.atomic_directory(final) as temporary:
+        assert (temporary / cache.NO_LOCK_MARKER).is_file() and not (temporary / cache.LOCK_MARKER).exists()
+        assert cache.remove_stale_temporaries(own_cache) == []  # young, so judged alive
+        (temporary / "content").write_text("x")
+    assert sorted(path.name for path in final.iterdir()) == ["content"]
 
 
 KILLED_DECODE = """
