@@ -47,9 +47,10 @@ def load_dataset(name: str, split: str, *, root=None, classes: int | None = None
     image_size=(H, W) resizes every image with PIL's Lanczos filter.
 
     root: a local copy (see ROOTS), or None to download (Tiny ImageNet, CIFAR, SVHN). ``root``
-    may come from a run's config, so it is read as untrusted input: no file under it is
-    unpickled or opened by anything but the readers of its own format, and anything else is
-    refused with an error naming it. digits takes no root.
+    may come from a run's config, so it is read as untrusted input: CIFAR batches go through
+    an unpickler that builds only dicts, lists, bytes and plain arrays, images are opened only
+    as JPEG or PNG, zips are extracted only inside the cache, and anything else is refused with
+    an error naming the file. digits takes no root.
     """
     if name not in DATASETS:
         raise ValueError(f"Unknown dataset {name!r}. Known datasets: {', '.join(DATASETS)}")
