@@ -20,6 +20,8 @@ import weakref
 
 import tensorflow as tf
 
+from common import checks
+
 __all__ = ["fgsm", "pgd", "fgsm_snr", "gaussian_noise", "targeted_until_confident"]
 
 _NORMS = {"inf": "inf", "2": "2", math.inf: "inf", 2: "2"}
@@ -32,20 +34,18 @@ _CACHE: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 
 # ----------------------------------------------------------------------------------------- checks
 def _real(name, value, *, minimum=None, allow_inf=False, strict=False):
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or math.isnan(value) or (
-        math.isinf(value) and not allow_inf
-    ):
-        raise ValueError(f"`{name}` must be a {'' if allow_inf else 'finite '}real number. Received: {name}={value!r}")
-    if minimum is not None and (value < minimum or (strict and value == minimum)):
-        relation = ">" if strict else ">="
-        raise ValueError(f"`{name}` must be {relation} {minimum}. Received: {name}={value!r}")
-    return float(value)
+    if allow_inf and isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isinf(value):
+        if value < 0 and minimum is not None:
+            raise ValueError(f"`{name}` must be >= {minimum}. Received: {name}={value!r}")
+        return float(value)
+    value = checks.finite_real(name, value)
+    if minimum is not None:
+        checks.real_in_range(name, value, minimum, math.inf, low_open=strict)
+    return value
 
 
 def _integer(name, value, *, minimum):
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
-        raise ValueError(f"`{name}` must be an integer >= {minimum}. Received: {name}={value!r}")
-    return int(value)
+    return checks.integer(name, value, minimum=minimum)
 
 
 def _images(x):

@@ -16,6 +16,7 @@ import numpy as np
 import tensorflow as tf
 
 from augment import attacks
+from common import checks
 from augment.robust_accuracy import accuracy, pgd_attack
 from models import routes
 from training.parts import View, register_part
@@ -80,16 +81,12 @@ class AdversarialConfig:
             raise ValueError(f"`attacks` needs at least one attack. Received: attacks={self.attacks!r}")
         parse_attack_mix(",".join(f"{name}:{weight}" for name, weight in mix.items()))  # validates
         object.__setattr__(self, "attacks", mix)
-        if not (isinstance(self.fraction, (int, float)) and 0 < self.fraction <= 1):
-            raise ValueError(f"`fraction` must be in (0, 1]. Received: fraction={self.fraction!r}")
-        if not (isinstance(self.eps, (int, float)) and 0 <= self.eps <= 1):
-            raise ValueError(f"`eps` must be in [0, 1]. Received: eps={self.eps!r}")
-        if not (isinstance(self.pgd_steps, int) and self.pgd_steps >= 1):
-            raise ValueError(f"`pgd_steps` must be an integer >= 1. Received: pgd_steps={self.pgd_steps!r}")
-        if self.pgd_step_size is not None and not self.pgd_step_size > 0:
-            raise ValueError(f"`pgd_step_size` must be > 0 or None. Received: pgd_step_size={self.pgd_step_size!r}")
-        if not (isinstance(self.logit_pairing, (int, float)) and self.logit_pairing >= 0):
-            raise ValueError(f"`logit_pairing` must be >= 0. Received: logit_pairing={self.logit_pairing!r}")
+        checks.real_in_range("fraction", self.fraction, 0.0, 1.0, low_open=True)
+        checks.real_in_range("eps", self.eps, 0.0, 1.0)
+        checks.positive_int("pgd_steps", self.pgd_steps)
+        if self.pgd_step_size is not None:
+            checks.positive_real("pgd_step_size", self.pgd_step_size)
+        checks.real_in_range("logit_pairing", self.logit_pairing, 0.0, math.inf, high_open=True)
         if "noise" in mix and (self.noise_snr_db is None or math.isnan(self.noise_snr_db)):
             raise ValueError(f"The noise attack needs noise_snr_db. Received: noise_snr_db={self.noise_snr_db!r}")
 

@@ -25,12 +25,12 @@ first unfinished phase, from that phase's BackupAndRestore folder (backup/<name>
 from __future__ import annotations
 
 import dataclasses
-import numbers
 import pathlib
 import re
 
 import keras
 
+from common import checks
 from common.plots import plot_history
 from common.run_folder import read_history, read_json, remove_leftovers, write_history, write_json
 from training import run_setup
@@ -64,13 +64,9 @@ class Phase:
             raise ValueError("trainable must be a tuple of layer names or prefixes. "
                              f"Received: trainable={self.trainable!r}")
         object.__setattr__(self, "trainable", tuple(self.trainable))
-        if not (isinstance(self.learning_rate, numbers.Real) and self.learning_rate > 0):
-            raise ValueError(f"learning_rate must be > 0. Received: learning_rate={self.learning_rate!r}")
-        if isinstance(self.epochs, bool) or not isinstance(self.epochs, numbers.Integral) or self.epochs < 1:
-            raise ValueError(f"epochs must be an integer >= 1. Received: epochs={self.epochs!r}")
-        if (isinstance(self.decay_every, bool) or not isinstance(self.decay_every, numbers.Integral)
-                or self.decay_every < 0):
-            raise ValueError(f"decay_every must be an integer >= 0. Received: decay_every={self.decay_every!r}")
+        checks.positive_real("learning_rate", self.learning_rate)
+        checks.positive_int("epochs", self.epochs)
+        checks.non_negative_int("decay_every", self.decay_every)
 
     def trains(self, layer_name: str) -> bool:
         return any(prefix == "*" or layer_name.startswith(prefix) for prefix in self.trainable)
