@@ -40,7 +40,7 @@ def _real(name, value, *, minimum=None, allow_inf=False, strict=False):
         return float(value)
     value = checks.finite_real(name, value)
     if minimum is not None:
-        checks.real_in_range(name, value, minimum, math.inf, low_open=strict)
+        checks.real_in_range(name, value, minimum, math.inf, low_open=strict, high_open=True)
     return value
 
 
