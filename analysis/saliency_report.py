@@ -60,6 +60,8 @@ def explain_run(run_dir, methods=METHODS, *, figure_path=None, figure_images: in
     scored = np.arange(len(split)) if limit is None else np.arange(min(limit, len(split)))
     images = split.images[scored].astype(np.float32) / 255.0
     labels, boxes = split.labels[scored], split.boxes[scored]
+    # Chosen before any map is computed, so a wrong wnid fails at once.
+    chosen = figure_indices(labels, split.wnids, figure_images, wnids) if figure_path is not None else None
     logits = run.model.predict(images, batch_size=batch_size, verbose=0)
     predictions = np.argmax(logits, axis=-1)
     layer = None
@@ -79,7 +81,6 @@ def explain_run(run_dir, methods=METHODS, *, figure_path=None, figure_images: in
                  f"(uniform {100 * results[method]['energy_baseline']:.1f}%)")
     figure = None
     if figure_path is not None:
-        chosen = figure_indices(split.labels[scored], split.wnids, figure_images, wnids)
         figure = draw_figure(images[chosen], boxes[chosen], labels[chosen], predictions[chosen],
                              {method: maps[chosen] for method, maps in maps_of.items()}, split.class_names,
                              figure_path, title=f"{run.name}: saliency of the true class, val images")

@@ -249,3 +249,100 @@ def test_class_choice():
     assert embedding.choose_classes(wnids, ["n00000003", "n00000001"]) == [3, 1]
     with pytest.raises(ValueError, match="unknown wnid 'n99'"):
         embedding.choose_classes(wnids, ["n99"])
+
+
+# ---------------------------------------------------------------------------------------------
+# The saliency command on a run over a small Tiny ImageNet-shaped folder
+
+WNIDS = ["n01443537", "n01629819"]
+
+
+def _tiny_imagenet_val(root: pathlib.Path) -> pathlib.Path:
+    """wnids.txt, words.txt and 3 val images per class, each a bright square on a dark field, boxed."""
+    (root / "val" / "images").mkdir(parents=True)
+    (root / "wnids.txt").write_text("\n".join(WNIDS) + "\n")
+    (root / "words.txt").write_text("n01443537\tgoldfish, Carassius auratus\nn01629819\tEuropean fire salamander\n")
+    rows = []
+    for number in range(6):
+        image = np.full((64, 64, 3), 20, np.uint8)
+        x0, y0 = 8 + 5 * number, 10 + 3 * number
+        image[y0:y0 + 20, x0:x0 + 20] = 230
+        name = f"val_{number}.JPEG"
+        Image.fromarray(image).save(root / "val" / "images" / name, quality=95)
+        rows.append(f"{name}\t{WNIDS[number % 2]}\t{x0}\t{y0}\t{x0 + 19}\t{y0 + 19}")
+    (root / "val" / "val_annotations.txt").write_text("\n".join(rows) + "\n")
+    return root
+
+
+@pytest.fixture
+def tiny_run(tmp_path) -> pathlib.Path:
+    folder = _tiny_imagenet_val(tmp_path / "tiny-imagenet-200")
+    run = tmp_path / "run-a"
+    run.mkdir()
+    inputs = keras.Input((64, 64, 3))
+    x = keras.layers.Conv2D(4, 3, strides=2, padding="same", activation="relu", name="conv_1")(inputs)
+    x = keras.layers.Conv2D(6, 3, strides=2, padding="same", name="conv_last")(x)
+    x = keras.layers.GlobalAveragePooling2D(name="gap")(keras.layers.ReLU(name="relu")(x))
+    keras.Model(inputs, keras.layers.Dense(2, name="logits")(x), name="tiny").save(run / "model.keras")
+    (run / "config.json").write_text(json.dumps({"model": "tiny", "dataset": "tiny-imagenet", "data": str(folder),
+                                                 "classes": 2}))
+    return run
+
+
+def test_saliency_command_scores_runs_and_draws_figures(tiny_run, tmp_path, capsys):
+    second = tmp_path / "run-b"
+    second.mkdir()
+    for name in ("model.keras", "config.json"):
+        (second / name).write_bytes((tiny_run / name).read_bytes())
+    out = tmp_path / "table"
+    assert explain.main(["saliency", str(tiny_run), str(second), "--method", "vanilla", "gradcam", "--images", "3",
+                         "--samples", "2", "--out", str(out)]) == 0
+    result = json.loads((out / "saliency.json").read_text())
+    assert [run["name"] for run in result["runs"]] == ["run-a", "run-b"] and result["tolerance_pixels"] == 4
+    first = result["runs"][0]
+    assert first["layer"] == "conv_last" and first["training"] == "vanilla"
+    for method in ("vanilla", "gradcam"):
+        score = first["methods"][method]
+        assert score["images"] == 6 and 0 <= score["pointing"] <= 1 and 0 <= score["energy"] <= 1
+        # Every box is 20 x 20 of 64 x 64.
+        assert score["energy_baseline"] == pytest.approx(400 / 4096)
+    for method, score in first["methods"].items():  # the same model scores the same
+        assert {key: value for key, value in score.items() if key != "seconds"} == \
+            {key: value for key, value in result["runs"][1]["methods"][method].items() if key != "seconds"}
+    table = (out / "saliency.md").read_text()
+    assert "| run-a | tiny | vanilla |" in table and "Grad-CAM" in table and "python explain.py saliency" in table
+    assert (out / "saliency-run-a.png").stat().st_size > 0 and (out / "saliency-run-b.png").is_file()
+    assert "pointing" in capsys.readouterr().out
+
+
+def test_saliency_command_errors_are_one_line(tiny_run, tmp_path, capsys):
+    cases = [
+        (["saliency", str(tmp_path / "missing")], "run not found"),
+        (["saliency", str(tiny_run), "--wnids", "n99999999"], "unknown wnid 'n99999999'"),
+        (["saliency", str(tiny_run), str(tiny_run)], "--out DIR"),
+        (["saliency", str(tiny_run), "--method", "gradcam", "--layer", "nope"], "has no layer 'nope'"),
+    ]
+    for argv, message in cases:
+        assert run_cli(explain.main, argv) == 2
+        lines = capsys.readouterr().err.strip().splitlines()
+        assert lines[-1].startswith("error: ") and message in lines[-1], lines
+        assert not any("Traceback" in line for line in lines)
+    assert not (tiny_run / "explain" / "saliency.json").exists()
+
+
+def test_saliency_needs_boxes(tmp_path, capsys):
+    run = tmp_path / "digits-run"
+    run.mkdir()
+    model = keras.Sequential([keras.Input((32, 32, 3)), keras.layers.Conv2D(2, 3, name="conv"),
+                              keras.layers.GlobalAveragePooling2D(), keras.layers.Dense(10)])
+    model.save(run / "model.keras")
+    (run / "config.json").write_text(json.dumps({"dataset": "digits"}))
+    assert run_cli(explain.main, ["saliency", str(run), "--method", "vanilla"]) == 2
+    assert "dataset digits has no bounding boxes" in capsys.readouterr().err
+
+
+def test_tsne_errors_are_one_line(capsys):
+    assert run_cli(explain.main, ["tsne", "--dataset", "digits", "--wnids", "12"]) == 2
+    assert "draw between 1 and 10 classes" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        explain.main(["tsne", "--perplexity", "-3"])
