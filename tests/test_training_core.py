@@ -181,3 +181,17 @@ def test_the_import_graph_has_no_cycle_and_keeps_its_layers():
     for module in graph:
         if module not in state:
             visit(module, [module])
+
+
+def test_every_model_has_exactly_one_recipe_at_its_builders_input_size():
+    import inspect
+
+    import models
+    from training.recipes import get_recipe, recipe_names
+
+    assert sorted(recipe_names()) == models.names()  # one recipe per model, none without a model
+    for name in models.names():
+        default_shape = inspect.signature(models.get_builder(name)).parameters["input_shape"].default
+        assert get_recipe(name).image_size == default_shape[0], name
+    with pytest.raises(ValueError, match="No recipe"):
+        get_recipe("no_such_model")
