@@ -72,7 +72,7 @@ def draw_image(per_image: np.ndarray, image: np.ndarray, path):
     axes[3].set_xlim(1, min(32, per_image.shape[-1]))
     axes[3].legend(fontsize=6)
     axes[3].grid(alpha=0.3)
-    figure.suptitle("Per-image PCA of one colour channel (64 x 64 matrix, rows as samples); band: quartiles",
-                    fontsize=9)
+    figure.suptitle(f"Per-image PCA of one colour channel ({red.shape[0]} x {red.shape[1]} matrix, rows as samples); "
+                    "band: quartiles", fontsize=9)
     figure.tight_layout()
     return save_figure(figure, path, dpi=100)
