@@ -202,6 +202,7 @@ class ZooHyperModel(keras_tuner.HyperModel):
                                         self.settings.eval_eps))
         # A trial trains at a constant learning rate: the recipe's plateau schedule and early
         # stopping need more epochs than a trial has, and would blur the comparison.
+        kwargs["shuffle"] = False  # the dataset shuffles itself
         return model.fit(train_data, steps_per_epoch=steps,
                          validation_data=val_data, callbacks=[*extra, *callbacks], **kwargs)
 
