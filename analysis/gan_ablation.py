@@ -1,6 +1,8 @@
-"""The synthetic-data ablation as a Markdown table: val top-1 by synthetic fraction, mean ± std over seeds.
+"""The synthetic-data ablation as a Markdown table: val top-1 by synthetic fraction, mean ± std over seeds;
+and a GAN run's scored epochs as a table.
 
     python -m analysis.gan_ablation runs/syn-0.0-s0 runs/syn-0.1-s0 ... --out results/gan/ablation.md
+    python -m analysis.gan_ablation --gan-run runs/cgan-tiny10 --out results/gan/history.md
 
 Each run folder is a finished ``train.py`` run; its synthetic fraction is read from the "synthetic"
 part in its config.json (0 without one), its seed from the config, its score from metrics.json.
@@ -42,11 +44,41 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+GAN_COLUMNS = ("d_loss", "g_loss", "d_real", "d_fake", "fid", "kid", "gan_test", "epoch_seconds")
+
+
+def gan_history_table(run_dir: pathlib.Path) -> str:
+    """Markdown: every epoch of a GAN run's history.csv that was scored (has a fid), else every epoch."""
+    from common.run_folder import read_history
+
+    rows = read_history(run_dir / "history.csv")
+    if not rows:
+        raise FileNotFoundError(f"{run_dir / 'history.csv'} holds no epochs")
+    scored = [row for row in rows if "fid" in row] or rows
+    lines = ["| epoch | " + " | ".join(GAN_COLUMNS) + " |", "| ---: |" + " ---: |" * len(GAN_COLUMNS)]
+    for row in scored:
+        cells = [f"{row[name]:.4g}" if name in row else "" for name in GAN_COLUMNS]
+        lines.append(f"| {row['epoch'] + 1} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("runs", nargs="+", metavar="RUN_DIR", help="finished train.py run folders")
+    parser.add_argument("runs", nargs="*", metavar="RUN_DIR", help="finished train.py run folders")
+    parser.add_argument("--gan-run", metavar="RUN_DIR", help="instead: the scored epochs of this gan.py run")
     parser.add_argument("--out", metavar="MARKDOWN", help="write the table and the runs' commands here")
     args = parser.parse_args(argv)
+    if args.gan_run:
+        run_dir = pathlib.Path(args.gan_run)
+        text = gan_history_table(run_dir)
+        print(text)
+        if args.out:
+            command = read_json(run_dir / "config.json").get("command", "")
+            rebuild = f"python -m analysis.gan_ablation --gan-run {args.gan_run} --out {args.out}"
+            write_text(pathlib.Path(args.out), f"{text}\n\nRun: `{command}`\n\nRebuild: `{rebuild}`\n")
+        return 0
+    if not args.runs:
+        raise ValueError("pass finished train.py run folders, or --gan-run RUN_DIR")
     rows = [run_row(pathlib.Path(run)) for run in args.runs]
     text = table(rows)
     print(text)

@@ -10,8 +10,8 @@ Rows (64x64x3 images, the same random batches for every row):
   (c) GANTrainer with the report's DCGAN (models.gan) at the committed run's widths (16) and
   (d) at the default widths (64).
 (b) against (a) is the trainer's cost at equal networks; it should be no slower. Each repeat times
-``steps`` train steps per row after a warm-up, rows interleaved so load from other processes hits each
-alike. Prints a Markdown table of medians and writes results/benchmarks/gan.json.
+``steps`` train steps per row after a warm-up, rows interleaved (in alternating order) so load from
+other processes hits each alike. Prints a Markdown table of medians and writes results/benchmarks/gan.json.
 """
 from __future__ import annotations
 
@@ -142,7 +142,9 @@ def main(argv=None) -> int:
         model.fit(dataset.take(1), epochs=1, verbose=0)
     rates = {key: [] for key in rows}
     for repeat in range(args.repeats):
-        for key, (label, model) in rows.items():
+        # Alternate the order, so a row never always runs right after the same one (allocator, load).
+        order = list(rows.items()) if repeat % 2 == 0 else list(rows.items())[::-1]
+        for key, (label, model) in order:
             start = time.perf_counter()
             model.fit(dataset, epochs=1, verbose=0)
             rates[key].append(args.steps * args.batch_size / (time.perf_counter() - start))
