@@ -10,6 +10,7 @@ part in its config.json (0 without one), its seed from the config, its score fro
 from __future__ import annotations
 
 import argparse
+import math
 import pathlib
 import statistics
 import sys
@@ -54,10 +55,10 @@ def gan_history_table(run_dir: pathlib.Path) -> str:
     rows = read_history(run_dir / "history.csv")
     if not rows:
         raise FileNotFoundError(f"{run_dir / 'history.csv'} holds no epochs")
-    scored = [row for row in rows if "fid" in row] or rows
+    scored = [row for row in rows if not math.isnan(row.get("fid", math.nan))] or rows
     lines = ["| epoch | " + " | ".join(GAN_COLUMNS) + " |", "| ---: |" + " ---: |" * len(GAN_COLUMNS)]
     for row in scored:
-        cells = [f"{row[name]:.4g}" if name in row else "" for name in GAN_COLUMNS]
+        cells = [f"{row[name]:.4g}" if not math.isnan(row.get(name, math.nan)) else "" for name in GAN_COLUMNS]
         lines.append(f"| {row['epoch'] + 1} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

@@ -242,3 +242,19 @@ def test_cli_user_errors_are_one_line(argv, message, capsys):
     assert run_cli(gan.main, argv) == 2
     error = capsys.readouterr().err
     assert error.startswith("error:") and message in error and error.count("\n") == 1
+
+
+def test_epoch_scores_keep_their_columns_in_history_csv(tmp_path):
+    from common.run_folder import read_history
+    from training.gan import EpochScores
+
+    inputs = keras.Input((2,))
+    model = keras.Model(inputs, keras.layers.Dense(1, name="out")(inputs))
+    model.compile("sgd", "mse")
+    calls = []
+    scores = EpochScores(model, lambda generator: calls.append(1) or {"fid": float(len(calls))}, every=2)
+    csv = keras.callbacks.CSVLogger(str(tmp_path / "history.csv"))
+    model.fit(np.zeros((4, 2)), np.zeros((4, 1)), epochs=5, verbose=0, callbacks=[scores, csv])
+    fids = [row["fid"] for row in read_history(tmp_path / "history.csv")]
+    # Scored on the first epoch, every second one and the last; NaN between.
+    assert fids[0] == 1 and np.isnan(fids[2]) and fids[1] == 2 and fids[3] == 3 and fids[4] == 4

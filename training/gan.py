@@ -157,13 +157,27 @@ class SampleGrid(keras.callbacks.Callback):
 
 
 class EpochScores(keras.callbacks.Callback):
-    """Adds ``score(generator) -> {name: float}`` (e.g. FID and KID) to every ``every``-th epoch's logs,
-    so the numbers land in history.csv. The scorer comes from the caller: training/ imports no analysis."""
+    """Adds ``score(generator) -> {name: float}`` (e.g. FID and KID) to the epoch logs, so the numbers land
+    in history.csv: on the first epoch of every fit, every ``every``-th epoch and the last; other epochs
+    log NaN (CSVLogger fixes its columns at a fit's first epoch). The scorer comes from the caller:
+    training/ imports no analysis."""
 
     def __init__(self, generator: keras.Model, score, every: int = 1):
         super().__init__()
         self.generator, self.score, self.every = generator, score, positive_int("every", every)
+        self.names: list[str] = []
+
+    def on_train_begin(self, logs=None):
+        self.first = True
 
     def on_epoch_end(self, epoch, logs=None):
-        if logs is not None and (epoch + 1) % self.every == 0:
-            logs.update({name: float(value) for name, value in self.score(self.generator).items()})
+        if logs is None:
+            return
+        last = epoch + 1 == (self.params or {}).get("epochs")
+        if getattr(self, "first", True) or (epoch + 1) % self.every == 0 or last:
+            scores = {name: float(value) for name, value in self.score(self.generator).items()}
+            self.names = list(scores)
+        else:
+            scores = dict.fromkeys(self.names, float("nan"))
+        self.first = False
+        logs.update(scores)
