@@ -136,20 +136,22 @@ def test_with_noise_training_the_term_sees_only_the_images_left_clean():
         assert np.isfinite(logs[name]) and logs[name] > 0, name
 
 
-def test_smoothness_run_through_train_py_logs_sigma_per_block(tmp_path):
+@pytest.mark.slow  # a whole train.py run: minutes on a loaded 2-core CPU
+def test_smoothness_run_through_train_py_logs_sigma_per_layer(tmp_path):
     run_dir = tmp_path / "smooth"
-    argv = ["resnet18_cifar", "--dataset", "digits", "--classes", "3", "--per-class", "8", "--epochs", "1",
+    argv = ["cis680_allconv", "--dataset", "digits", "--classes", "3", "--per-class", "8", "--epochs", "1",
             "--batch-size", "24", "--image-size", "16", "--smoothness", "0.001", "--smoothness-power", "1",
-            "--smoothness-layers", "stage1_block2_out", "stage4_block2_out", "--quiet", "--run-dir", str(run_dir)]
+            "--smoothness-layers", "conv1", "conv3", "conv5", "--quiet", "--run-dir", str(run_dir)]
     assert train_cli.run_cli(train_cli.main, argv) == 0
     row = read_history(run_dir / "history.csv")[0]
-    assert row["laplacian_smoothness"] > 0 and row["sigma_stage1_block2_out"] > 0 and row["sigma_stage4_block2_out"] > 0
+    assert row["laplacian_smoothness"] > 0 and all(row[f"sigma_conv{index}"] > 0 for index in (1, 3, 5))
 
 
+@pytest.mark.slow  # a whole train.py run: minutes on a loaded 2-core CPU
 def test_parseval_run_logs_a_small_deviation_that_does_not_grow(tmp_path):
     run_dir = tmp_path / "parseval"
-    argv = ["cis680_allconv", "--dataset", "digits", "--classes", "3", "--per-class", "16", "--epochs", "3",
-            "--batch-size", "16", "--parseval", "0.01", "--quiet", "--run-dir", str(run_dir)]
+    argv = ["cis680_deep_residual", "--dataset", "digits", "--classes", "3", "--per-class", "16", "--epochs", "3",
+            "--batch-size", "16", "--image-size", "16", "--parseval", "0.01", "--quiet", "--run-dir", str(run_dir)]
     assert train_cli.run_cli(train_cli.main, argv) == 0
     deviations = [row["parseval_deviation"] for row in read_history(run_dir / "history.csv")]
     assert len(deviations) == 3 and all(np.isfinite(deviations))
