@@ -120,8 +120,9 @@ def table(name: str, rows: list[dict], commands: list[str], limit: int) -> str:
             spread = f" ± {values.std(ddof=1):.1f}" if len(values) > 1 else ""
             cells.append(f"{values.mean():.1f}{spread}" if len(values) else "missing")
         passed = all(run["checks"] for run in row["runs"])
+        status = "not run yet" if not row["runs"] else "all passed" if passed else "some failed"
         lines.append(f"| {row['label']} | {row['evaluated']} | {len(row['runs'])} | " + " | ".join(cells)
-                     + f" | {'all passed' if passed else 'some failed'} |")
+                     + f" | {status} |")
     lines += ["", "Commands ({seed} is 0, 1, 2; run folders runs/robust_methods/...):", ""]
     lines += [f"- `{command}`" for command in commands]
     return "\n".join(lines) + "\n"
@@ -133,21 +134,24 @@ def main(argv=None) -> int:
     parser.add_argument("table", choices=sorted(TABLES), help="which table to run")
     parser.add_argument("--data", default="../shared/data/tiny-imagenet-200", help="Tiny ImageNet folder or zip")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="seeds (default: 0 1 2)")
-    parser.add_argument("--configs", nargs="+", help="only these configurations (default: all of the table)")
+    parser.add_argument("--configs", nargs="+",
+                        help="train only these configurations, in this order (the table shows all)")
     parser.add_argument("--limit", type=int, default=200, help="val images evaluated (default: 200)")
     parser.add_argument("--runs", default="runs/robust_methods", help="parent of the run folders")
     parser.add_argument("--table-only", action="store_true", help="write the table from finished runs; train nothing")
     args = parser.parse_args(argv)
-    configs = [config for config in TABLES[args.table] if not args.configs or config[0] in args.configs]
-    if args.configs and len(configs) != len(args.configs):
-        raise ValueError(f"unknown configurations in {args.configs}; known: {[c[0] for c in TABLES[args.table]]}")
+    known = {config[0]: config for config in TABLES[args.table]}
+    unknown = [key for key in args.configs or () if key not in known]
+    if unknown:
+        raise ValueError(f"unknown configurations {unknown}; known: {', '.join(known)}")
+    order = [known[key] for key in args.configs] if args.configs else TABLES[args.table]  # trained in this order
     runs_root = ROOT / args.runs
 
     def folder(key: str, seed) -> str:
         return f"{key if '/' in key else args.table + '/' + key}-s{seed}"
     if not args.table_only:
         for seed in args.seeds:
-            for key, _, flags, files in configs:
+            for key, _, flags, files in order:
                 if "/" in key:
                     continue  # another table's run: that table's command trains it
                 run_dir = runs_root / folder(key, seed)
@@ -155,12 +159,12 @@ def main(argv=None) -> int:
                          "--run-dir", str(run_dir.relative_to(ROOT))]
                 train_and_evaluate(run_dir, train, files, args.limit, args.data)
     rows, commands, records = [], [], {}
-    for key, label, flags, files in configs:
-        commands.append(shlex.join(["python", "train.py", *SCALE, "--data", args.data, *flags, "--seed", "{seed}",
+    for key, label, flags, files in TABLES[args.table]:
+        commands.append(" ".join(["python", "train.py", *SCALE, "--data", args.data, *flags, "--seed", "{seed}",
                                     "--run-dir", f"{args.runs}/{folder(key, '{seed}')}"]))
         for name in files:
             target = f"{args.runs}/{folder(key, '{seed}')}" + (f"/{name}" if name else "")
-            commands.append("then " + shlex.join(["python", "evaluate.py", target,
+            commands.append("then " + " ".join(["python", "evaluate.py", target,
                                                   *(["--data", args.data] if name else []),
                                                   *evaluate_flags(args.limit)]))
             stem = f"{pathlib.Path(name).stem}-robustness.json" if name else "robustness.json"
