@@ -68,7 +68,6 @@ def main(argv: list[str] | None = None) -> int:
     run_dir = new_run_dir(args.kind, args.run_dir)
     members = ensembles.load_members(args.members)
     command = shlex.join(["python", "ensemble.py", *argv])
-    cli.dataset_of(args, fallback=None)  # --dataset cifar10 --data DIR is refused
     options = dict(dataset=args.dataset, data=args.data, classes=args.classes, per_class=args.per_class,
                    batch_size=args.batch_size, seed=args.seed, verbose=2 if args.quiet else "auto", command=command)
     if args.kind == "alphastack":

@@ -83,7 +83,9 @@ def add_data_arguments(parser: argparse.ArgumentParser, *, defaults_from: str | 
     group = parser.add_argument_group("data")
     default_note = f" (default: {defaults_from})" if defaults_from else ""
     group.add_argument("--data", metavar="PATH",
-                       help="Tiny ImageNet folder, official zip, or folder of zip parts" + default_note)
+                       help="a local copy: Tiny ImageNet folder, official zip or folder of zip parts (the default "
+                            "dataset with --data); with --dataset cifar10/cifar100, the extracted python-version "
+                            "folder" + default_note)
     group.add_argument("--dataset", choices=DATASETS, default=None if defaults_from else "tiny-imagenet",
                        help="a named dataset (default: " + (defaults_from or "tiny-imagenet; digits works offline")
                        + ")")
@@ -93,9 +95,6 @@ def add_data_arguments(parser: argparse.ArgumentParser, *, defaults_from: str | 
     return group
 
 
-def dataset_of(args, fallback: str = "tiny-imagenet") -> str:
-    """The dataset the data flags name: --data is Tiny ImageNet; naming another dataset with it is refused."""
-    if args.data and args.dataset not in (None, "tiny-imagenet"):
-        raise ValueError(f"--data {args.data} is a Tiny ImageNet folder or zip; --dataset {args.dataset} downloads "
-                         "its own data and takes no --data")
-    return "tiny-imagenet" if args.data else (args.dataset or fallback)
+def dataset_of(args, fallback: str | None = "tiny-imagenet") -> str | None:
+    """The dataset the data flags name: --dataset if given; else --data is a Tiny ImageNet copy."""
+    return args.dataset or ("tiny-imagenet" if args.data else fallback)

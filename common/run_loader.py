@@ -71,8 +71,6 @@ def load_split(config: dict, split: str = "val", *, image_size=None, dataset: st
 
     dataset = dataset or config.get("dataset", "tiny-imagenet")
     root = data_path or config.get("data")
-    if dataset != "tiny-imagenet":
-        root = data_path  # only Tiny ImageNet reads a folder; other datasets come from their own cache
     if root is not None and not isinstance(root, str):
         raise ValueError(f"the run's data path must be a string. Received: data={root!r}")
     return data.load_dataset(dataset, split, root=root, classes=classes or config.get("classes"),

@@ -191,7 +191,7 @@ def test_bad_inputs_are_one_line_before_anything_is_written(capsys, tmp_path, mo
         (digits + ["--hparams", "lr.json"], "learning_rate"),
         (digits + ["--hparams", "folder.json"], "is a folder"),
         (digits + ["--run-dir", "a-file"], "is a file"),
-        (["cis680_allconv", "--dataset", "cifar10", "--data", str(tmp_path)], "takes no --data"),
+        (["cis680_allconv", "--dataset", "cifar10", "--data", str(tmp_path)], "cifar"),
         (digits + ["--save-bn", "adv"], "--dual-bn"),
     ]
     for argv, needle in cases:

@@ -121,7 +121,7 @@ def data_config(members: list[Member], *, kind: str, dataset=None, data=None, cl
                     batch_size=batch_size, epochs=epochs, early_stopping_patience=0, reduce_lr_factor=1.0,
                     source="CS182 report (AlphaStack)" if kind == "alphastack" else "Convengers report (averaging)")
     return trainer.TrainConfig(
-        model=kind, recipe=recipe, dataset="tiny-imagenet" if data else (dataset or first.dataset),
+        model=kind, recipe=recipe, dataset=dataset or ("tiny-imagenet" if data else first.dataset),
         data=data or first.data, classes=classes or first.classes, per_class=per_class or first.per_class,
         image_size=first.resolved_image_size, seed=seed, verbose=verbose, command=command)
 
