@@ -101,7 +101,8 @@ def test_logit_pairing_with_dual_bn_trains_both_sets():
 def test_dual_bn_run_saves_plain_models_that_predict_like_the_route(flags, tmp_path):
     run_dir = tmp_path / "run"
     argv = ["alphanet_v4", "--dataset", "digits", "--classes", "3", "--per-class", "12", "--epochs", "1",
-            "--batch-size", "36", "--image-size", "16", "--save-bn", "adv", *flags, "--quiet", "--run-dir", str(run_dir)]
+            "--batch-size", "36", "--image-size", "16", "--save-bn", "adv", *flags, "--quiet",
+            "--run-dir", str(run_dir)]
     assert train_cli.run_cli(train_cli.main, argv) == 0
     for name in ("model.keras", "model-adv-bn.keras"):
         saved = keras.models.load_model(run_dir / name, safe_mode=True, compile=False)
