@@ -18,16 +18,22 @@ import numpy as np
 TRUST_NEIGHBOURS = 10
 
 
-def reduce(features: np.ndarray, variance: float = 0.9, seed: int = 0) -> np.ndarray:
-    """float32 (N, k): ``features`` (N, D) projected on the fewest principal components keeping ``variance``."""
+def reduce(features: np.ndarray, variance: float = 0.9, seed: int = 0, threads: int = 1) -> np.ndarray:
+    """float32 (N, k): ``features`` (N, D) projected on the fewest principal components keeping ``variance``.
+
+    threads: BLAS threads (one by default, for the reason ``embed`` gives).
+    """
     from sklearn.decomposition import PCA
+    from threadpoolctl import threadpool_limits
 
     features = np.asarray(features, np.float32).reshape(len(features), -1)
     if not 0 < variance <= 1:
         raise ValueError(f"variance must be in (0, 1]. Received: variance={variance!r}")
     if variance == 1:
         return features
-    return PCA(n_components=variance, svd_solver="full", random_state=seed).fit_transform(features).astype(np.float32)
+    with threadpool_limits(limits=threads):
+        reduced = PCA(n_components=variance, svd_solver="full", random_state=seed).fit_transform(features)
+    return reduced.astype(np.float32)
 
 
 def embed(features: np.ndarray, perplexity: float, seed: int = 0, threads: int = 1) -> np.ndarray:
@@ -116,7 +122,7 @@ def explain_sample(dataset: str, *, data_path=None, classes=None, per_class=None
                 raise ValueError(f"{source} takes {size[0]}x{size[1]} images; the data is "
                                  f"{images.shape[1]}x{images.shape[2]}")
             raw, title = penultimate_features(run.model, images), f"{run.name} features"
-        reduced = reduce(raw, variance, seed)
+        reduced = reduce(raw, variance, seed, threads)
         progress(f"{title}: {raw.shape[1]} dimensions, {reduced.shape[1]} after PCA to {variance:.0%} variance")
         panels = []
         for perplexity in perplexities:

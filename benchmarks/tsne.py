@@ -43,7 +43,8 @@ def main(argv=None) -> int:
     split = data.load_dataset("tiny-imagenet", "train", root=args.data)
     chosen = embedding.choose_classes(split.wnids, [str(args.classes)], args.seed)
     index = np.flatnonzero(np.isin(split.labels, chosen))
-    points = embedding.reduce(split.images[index].reshape(len(index), -1).astype(np.float32) / 255.0, 0.9)
+    points = embedding.reduce(split.images[index].reshape(len(index), -1).astype(np.float32) / 255.0, 0.9,
+                              threads=args.threads)
     print(f"{len(points)} points, {points.shape[1]} PCA components")
     rows = {}
     with threadpool_limits(limits=args.threads):
