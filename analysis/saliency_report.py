@@ -134,7 +134,7 @@ def draw_figure(images, boxes, labels, predictions, maps: dict, class_names: lis
                 axis.add_patch(patches.Rectangle((x0 - 0.5, y0 - 0.5), x1 - x0 + 1, y1 - y0 + 1, fill=False,
                                                  edgecolor="lime", linewidth=1.2))
             if row == 0:
-                map_axis.set_title(f"true: {true_name}\n{METHOD_TITLES[method]}", fontsize=6)
+                map_axis.set_title(f"{METHOD_TITLES[method]}\nmap + box", fontsize=6)
                 overlay_axis.set_title(f"{METHOD_TITLES[method]}\noverlay + box", fontsize=6)
     for axis in axes.ravel():
         axis.set_xticks([])
