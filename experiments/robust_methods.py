@@ -113,7 +113,8 @@ def table(name: str, rows: list[dict], commands: list[str], limit: int) -> str:
     lines = [f"# {TITLES[name]}: resnet18_maxpool on Tiny ImageNet's first 10 classes", "",
              "Mean ± sample std over seeds (n = seeds trained; a cell averages the seeds evaluated), accuracy "
              "in %. val top-1: the saved model.keras on all 500 val images (metrics.json, no attack); the other "
-             f"columns: evaluate.py on a fixed subset of {limit} val images. dB columns: FGSM at that signal-to-noise ratio (the IMT report's attack); "
+             f"columns: evaluate.py on a fixed subset of {limit} val images. dB columns: FGSM at that "
+             "signal-to-noise ratio (the IMT report's attack); "
              "noise: truncated-Gaussian noise at 33 dB; PGD-10 at L∞ 2/255 (step 2.5·eps/10, 1 restart).", "",
              "| configuration | evaluated | n | " + " | ".join(SHOWN) + " | checks |",
              "| --- | --- | ---: | " + " | ".join("---:" for _ in SHOWN) + " | --- |"]
