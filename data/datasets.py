@@ -7,6 +7,7 @@ import pathlib
 import numpy as np
 from PIL import Image
 
+from common import checks
 from data import cifar, tiny_imagenet
 from data.cache import DatasetUnavailableError, cache_dir, one_line
 from data.split import Split
@@ -97,8 +98,8 @@ def _check_size(image_size) -> tuple:
 def select(split: Split, *, classes: int | None = None, per_class: int | None = None) -> Split:
     """Keep the first ``classes`` classes and the first ``per_class`` images of each, in order."""
     for name, value in (("classes", classes), ("per_class", per_class)):
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
-            raise ValueError(f"{name} must be a positive integer or None. Received: {name}={value!r}")
+        if value is not None:
+            checks.positive_int(name, value)
     if classes is not None and classes > split.num_classes:
         raise ValueError(f"classes={classes} but the dataset has only {split.num_classes} classes")
     num_classes = split.num_classes if classes is None else classes

@@ -18,6 +18,7 @@ import numpy as np
 
 from data.cache import (DatasetUnavailableError, atomic_directory, cache_dir, cache_key, content_digest, files_digest,
                         one_line, remove_stale_temporaries, source_identity)
+from common import checks
 from data.decode import decode_images
 from data.extract import extract_once
 from data.split import Split
@@ -61,8 +62,8 @@ def load(root=None, split: str = "train", classes: int | None = None, per_class:
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}. Received: split={split!r}")
     for name, value in (("classes", classes), ("per_class", per_class)):
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
-            raise ValueError(f"{name} must be a positive integer or None. Received: {name}={value!r}")
+        if value is not None:
+            checks.positive_int(name, value)
     remove_leftovers()
     layout = resolve(root, split, per_class)
     wnids = _wnids(layout, classes)

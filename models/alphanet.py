@@ -38,10 +38,10 @@ changes nothing (no residual merges here).
 """
 from __future__ import annotations
 
-import numbers
 
 import keras
 
+from common import checks
 from models.layers import check_common_arguments, check_rate, normalized_input
 from models.options import batch_norm, injected
 from models.registry import register_model
@@ -56,8 +56,7 @@ def _alphanet(name, num_classes, input_shape, *, normalization, dense_units, con
     input_shape = check_common_arguments(num_classes, input_shape, normalization)
     conv_dropout = check_rate("conv_dropout", conv_dropout)
     dense_dropout = check_rate("dense_dropout", dense_dropout)
-    if isinstance(dense_units, bool) or not isinstance(dense_units, numbers.Integral) or dense_units < 1:
-        raise ValueError(f"dense_units must be a positive integer. Received: dense_units={dense_units!r}")
+    checks.positive_int("dense_units", dense_units)
     options = injected(norm_layer, conv_constraint, residual_merge)
     constraint = options["conv_constraint"]
 

@@ -29,10 +29,10 @@ Every builder takes the injectable options of models.options: ``norm_layer`` (ev
 """
 from __future__ import annotations
 
-import numbers
 
 import keras
 
+from common import checks
 from models.layers import check_common_arguments, check_rate, normalized_input
 from models.options import batch_norm, injected, merge
 from models.registry import register_model
@@ -70,9 +70,8 @@ def resnet_body(name, num_classes, input_shape, *, normalization, stem_kernel_si
     dropout, Dense logits. ResNet-18 here, the deeper ones in models.resnet."""
     input_shape = check_common_arguments(num_classes, input_shape, normalization)
     dropout = check_rate("dropout", dropout)
-    for option, value in (("stem_kernel_size", stem_kernel_size), ("stem_strides", stem_strides)):
-        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-            raise ValueError(f"{option} must be a positive integer. Received: {option}={value!r}")
+    checks.positive_int("stem_kernel_size", stem_kernel_size)
+    checks.positive_int("stem_strides", stem_strides)
     options = injected(norm_layer, conv_constraint, residual_merge)
     layers = {key: options[key] for key in ("norm_layer", "conv_constraint")}
 

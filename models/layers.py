@@ -10,6 +10,8 @@ import numbers
 
 import keras
 
+from common import checks
+
 NORMALIZATIONS = ("imagenet", "none")
 
 # ImageNet statistics of images in [0, 1] (torchvision's values).
@@ -24,8 +26,7 @@ BATCH_NORM_MOMENTUM = 0.9
 
 def check_common_arguments(num_classes, input_shape, normalization) -> tuple[int, int, int]:
     """Validate the arguments every builder takes; return ``input_shape`` as a tuple of ints."""
-    if isinstance(num_classes, bool) or not isinstance(num_classes, numbers.Integral) or num_classes < 1:
-        raise ValueError(f"num_classes must be a positive integer. Received: num_classes={num_classes!r}")
+    checks.positive_int("num_classes", num_classes)
     try:
         shape = tuple(input_shape)
     except TypeError:
@@ -53,9 +54,7 @@ def check_common_arguments(num_classes, input_shape, normalization) -> tuple[int
 
 def check_rate(name: str, value) -> float:
     """A dropout rate must lie in [0, 1)."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0.0 <= value < 1.0:
-        raise ValueError(f"{name} must be a number in [0, 1). Received: {name}={value!r}")
-    return float(value)
+    return checks.real_in_range(name, value, 0.0, 1.0, high_open=True)
 
 
 def normalized_input(input_shape, normalization: str):
