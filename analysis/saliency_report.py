@@ -142,7 +142,7 @@ def draw_figure(images, boxes, labels, predictions, maps: dict, class_names: lis
     if title:
         figure.suptitle(title, fontsize=8)
     figure.tight_layout()
-    return save_figure(figure, path, dpi=110)
+    return save_figure(figure, path, dpi=72)  # photographs in PNG are large: keep the grid small
 
 
 def _short(name: str) -> str:
