@@ -38,10 +38,10 @@ def table(rows: list[dict]) -> str:
     for fraction in fractions:
         group = sorted((row for row in rows if row["fraction"] == fraction), key=lambda row: row["seed"])
         values = [100.0 * row["val_top1"] for row in group]
-        spread = statistics.stdev(values) if len(values) > 1 else 0.0
+        spread = f"{statistics.stdev(values):.1f}" if len(values) > 1 else "n/a (1 seed)"
         seeds = ", ".join(str(row["seed"]) for row in group)
         runs = " ".join(f"{row['run']} ({100 * row['val_top1']:.1f})" for row in group)
-        lines.append(f"| {100 * fraction:.0f}% | {statistics.mean(values):.1f} ± {spread:.1f} | {seeds} | {runs} |")
+        lines.append(f"| {100 * fraction:.0f}% | {statistics.mean(values):.1f} ± {spread} | {seeds} | {runs} |")
     return "\n".join(lines)
 
 
