@@ -45,7 +45,8 @@ def build_parser() -> argparse.ArgumentParser:
     recipe.add_argument("--seeds", type=non_negative_int, nargs="+", default=[0],
                         help="one run per seed and setting; tables give mean ± std over seeds (default: 0)")
     recipe.add_argument("--model", default="cis680_allconv",
-                        help="network of the preprocessing and adversarial-images experiments (default: cis680_allconv)")
+                        help="network of the preprocessing and adversarial-images experiments "
+                        "(default: cis680_allconv)")
     adversarial = parser.add_argument_group("adversarial-images")
     adversarial.add_argument("--images", type=positive_int, default=6, help="test images to show (default: 6)")
     adversarial.add_argument("--target", choices=("next", "random"), default="next",

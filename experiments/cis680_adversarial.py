@@ -198,7 +198,8 @@ def _write_tables(args, scale, out, command, pair_rows, sizes, scores, added_cou
     pairs = markdown_table(["test image", "class", "target", "p(class) before", "steps", f"p ≥ {args.confidence}",
                             "p(target) after", "L∞ (/255)", "L2"], pair_rows)
     size_rows = [[where, f"{sum(s['reached'] for s in group)} / {sum(s['images'] for s in group)}",
-                  cell([s["median_steps"] for s in group], "number"), cell([s["mean_linf_255"] for s in group], "number"),
+                  cell([s["median_steps"] for s in group], "number"),
+                  cell([s["mean_linf_255"] for s in group], "number"),
                   cell([s["mean_l2"] for s in group], "number")] for where, group in sizes.items()]
     size_table = markdown_table(["images", "reached the target", "median steps", "mean L∞ (/255)", "mean L2"],
                                 size_rows)

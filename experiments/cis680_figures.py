@@ -32,7 +32,8 @@ def vanishing_figure(runs: dict[str, list[pathlib.Path]], out_png, title: str) -
             label = model if seed_index == 0 else None
             history = read_history(folder / "history.csv")
             epochs = [row["epoch"] + 1 for row in history]
-            axes[0].plot(epochs, [row["accuracy"] for row in history], "-", color=color, label=label and f"{label} train")
+            axes[0].plot(epochs, [row["accuracy"] for row in history], "-", color=color,
+                         label=label and f"{label} train")
             axes[0].plot(epochs, [row.get("val_accuracy") for row in history], "--", color=color,
                          label=label and f"{label} test")
             gradients = read_gradients(folder / "gradients.csv")
