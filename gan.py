@@ -55,7 +55,8 @@ def build_parser() -> argparse.ArgumentParser:
     aids.add_argument("--spectral-norm", action="store_true", help="spectral normalisation on the discriminator")
     aids.add_argument("--discriminator-steps", type=positive_int, default=1,
                       help="discriminator updates per batch (default: 1)")
-    aids.add_argument("--generator-steps", type=positive_int, default=1, help="generator updates per batch (default: 1)")
+    aids.add_argument("--generator-steps", type=positive_int, default=1,
+                      help="generator updates per batch (default: 1)")
     scores = parser.add_argument_group("scores")
     scores.add_argument("--classifier", metavar="RUN_DIR",
                         help="a classifier run (train.py) whose penultimate features FID/KID use; training logs "

@@ -34,7 +34,8 @@ def run_row(run_dir: pathlib.Path) -> dict:
 def table(rows: list[dict]) -> str:
     """Markdown: one line per fraction (mean ± sample std of val top-1 in %, the seeds, the runs)."""
     fractions = sorted({row["fraction"] for row in rows})
-    lines = ["| synthetic share of each batch | val top-1 % (mean ± std) | seeds | runs |", "| ---: | ---: | --- | --- |"]
+    lines = ["| synthetic share of each batch | val top-1 % (mean ± std) | seeds | runs |",
+             "| ---: | ---: | --- | --- |"]
     for fraction in fractions:
         group = sorted((row for row in rows if row["fraction"] == fraction), key=lambda row: row["seed"])
         values = [100.0 * row["val_top1"] for row in group]

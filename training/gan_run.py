@@ -125,7 +125,8 @@ def train_gan(config: GANConfig, run_dir, *, resume: bool = False,
     if score is not None:
         callbacks.insert(0, EpochScores(trainer.generator, score, every=config.score_every))
     dataset = make_dataset(split, config.batch_size, training=True, seed=config.seed)
-    plot_metrics = ("d_loss", "g_loss", "d_real", "d_fake") + (("fid",) if score is not None and config.score_every == 1 else ())
+    scored_every_epoch = score is not None and config.score_every == 1  # a plot of FID needs no gaps
+    plot_metrics = ("d_loss", "g_loss", "d_real", "d_fake") + (("fid",) if scored_every_epoch else ())
     return fit_into_run(
         trainer, run_dir, dataset, epochs=config.epochs, resume=resume, verbose=config.verbose,
         checkpoints=[Checkpoint(trainer.generator, "generator.keras", monitor=None),
