@@ -66,7 +66,8 @@ def resolve_layers(model: keras.Model, names=()) -> list:
     for name in names:
         layer = by_name.get(name)
         if layer is None or getattr(layer, "kernel", None) is None:
-            raise ValueError(f"Layer {name!r} is not a layer with a kernel in model {model.name!r}. "
+            shown = getattr(model, "base", model).name  # a training wrapper's own name says nothing
+            raise ValueError(f"Layer {name!r} is not a layer with a kernel in model {shown!r}. "
                              f"Layers with kernels: {', '.join(with_kernel) or 'none'}")
         chosen.append(layer)
     return chosen
