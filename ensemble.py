@@ -39,7 +39,8 @@ def build_parser() -> argparse.ArgumentParser:
     cli.add_data_arguments(common, defaults_from="the first member's")
     run = common.add_argument_group("run")
     run.add_argument("--batch-size", type=cli.positive_int, default=64, help="batch size (default: 64)")
-    run.add_argument("--seed", type=cli.non_negative_int, default=0, help="seeds the head's weights and shuffling (default: 0)")
+    run.add_argument("--seed", type=cli.non_negative_int, default=0,
+                     help="seeds the head's weights and shuffling (default: 0)")
     run.add_argument("--run-dir", help="default: runs/<kind>-<timestamp>")
     run.add_argument("--quiet", action="store_true", help="one line per epoch instead of progress bars")
     run.add_argument("--out", type=pathlib.Path, metavar="FILE",

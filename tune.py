@@ -45,8 +45,10 @@ def build_parser() -> argparse.ArgumentParser:
     space.add_argument("--eval-eps", type=cli.pixel_value, default=8 / 255, help="PGD radius of the robust objective")
     budget = parser.add_argument_group("search")
     budget.add_argument("--tuner", default="random", help="random, bayesian or hyperband")
-    budget.add_argument("--trials", type=cli.positive_int, default=20, help="trials in all (hyperband sets its own number)")
-    budget.add_argument("--epochs", type=cli.positive_int, default=5, help="epochs per trial (hyperband: the most a trial gets)")
+    budget.add_argument("--trials", type=cli.positive_int, default=20,
+                        help="trials in all (hyperband sets its own number)")
+    budget.add_argument("--epochs", type=cli.positive_int, default=5,
+                        help="epochs per trial (hyperband: the most a trial gets)")
     budget.add_argument("--seed", type=cli.non_negative_int, default=0, help="trial i is seeded with seed + i")
     budget.add_argument("--dir", help="search folder (default: tuning/<model>-<search>)")
     budget.add_argument("--overwrite", action="store_true", help="discard the search in --dir and start anew")

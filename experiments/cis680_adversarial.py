@@ -74,33 +74,16 @@ def with_added_images(split, images, labels):
 
 
 def train_on_split(config, train_split, val_split, run_dir: pathlib.Path, label: str) -> pathlib.Path:
-    """``training.trainer.train`` on a given training split (the trainer reads its own): the same run setup
-    and ``fit_into_run``, resumable, with the gradient monitor's log."""
-    from training import run_setup
-    from training.fit import Checkpoint, fit_into_run
-    from training.parts import make_parts
-    from training.wrapper import wrap
-
+    """``training.trainer.train`` on a given training split, resumable, reusing a finished run."""
     state = run_state(config, run_dir)
     if state == "finished":
         print(f"{label}: reusing the finished run {run_dir}", flush=True)
         return run_dir
     print(f"{label}: {'resuming' if state == 'unfinished' else 'training'} {run_dir}", flush=True)
-    recipe, resume = config.recipe, state == "unfinished"
-    strategy = run_setup.start(config)
-    with strategy.scope():
-        base = run_setup.build_model(config, train_split)
-        parts = make_parts(run_setup.part_specs(config.adversarial, config.parts))
-        model = wrap(base, parts)
-        run_setup.compile_for_training(model, recipe, config.jit_compile)
-    run_dir = run_setup.open_run_dir(config, run_dir, strategy, train_split, resume)
-    train_data, val_data, steps = run_setup.make_datasets(recipe, train_split, val_split, config.seed)
-    fit_into_run(model, run_dir, train_data, epochs=recipe.epochs, steps_per_epoch=steps, validation_data=val_data,
-                 checkpoints=[Checkpoint(base, "model.keras")],
-                 callbacks=[*run_setup.part_callbacks(parts, run_dir), *run_setup.schedule_callbacks(config, recipe)],
-                 resume=resume,
-                 verbose=config.verbose, plot_title=f"{config.model} on {config.dataset} + adversarial images",
-                 finish=lambda rows: run_setup.final_metrics(run_dir, val_data, base.count_params()))
+    from training import trainer
+
+    trainer.train(config, run_dir, resume=state == "unfinished", splits=(train_split, val_split),
+                  plot_title=f"{config.model} on {config.dataset} + adversarial images")
     return run_dir
 
 

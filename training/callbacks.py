@@ -53,8 +53,8 @@ class ResumableReduceLROnPlateau(_ReplaysFinishedEpochs, keras.callbacks.ReduceL
 
 
 class ParsevalDeviation(keras.callbacks.Callback):
-    """Logs ``parseval_deviation``: the mean over constrained kernels of ‖WWᵀ − I‖_F / ‖I‖_F at the end of each
-    epoch, so a user sees the Parseval retraction work in history.csv (put it before CSVLogger)."""
+    """Logs ``parseval_deviation``: the mean over constrained kernels of ‖WWᵀ − I‖_F / ‖I‖_F at the end of
+    each epoch, so a user sees the Parseval retraction work in history.csv (put it before CSVLogger)."""
 
     def on_epoch_end(self, epoch, logs=None):
         from models.parseval import ParsevalConstraint, parseval_deviation

@@ -127,7 +127,8 @@ def data_config(members: list[Member], *, kind: str, dataset=None, data=None, cl
 
 
 def _load_data(config, members, *, train: bool = True):
-    """(train split or None, val split) of ``config``; the averaged ensemble trains nothing and skips the train split."""
+    """(train split or None, val split) of ``config``; the averaged ensemble trains nothing, so it skips
+    the train split."""
     keras.utils.set_random_seed(config.seed)
     if train:
         train_split, val_split = trainer.load_splits(config)

@@ -20,14 +20,15 @@ from training.wrapper import wrap
 
 
 def train(config: run_setup.TrainConfig, run_dir: str | pathlib.Path, *, resume: bool = False,
-          extra_callbacks: tuple = ()) -> pathlib.Path:
-    """Train ``config`` into ``run_dir``; with ``resume`` continue from its backup (or only finish it)."""
+          extra_callbacks: tuple = (), splits=None, plot_title: str | None = None) -> pathlib.Path:
+    """Train ``config`` into ``run_dir``; with ``resume`` continue from its backup (or only finish it).
+    ``splits`` (train, val) replaces the data the config names (e.g. a train split with added images)."""
     if config.recipe.phases:
         return phases.train_phases(config, run_dir, resume=resume, extra_callbacks=extra_callbacks)
     run_dir = pathlib.Path(run_dir)
     recipe = config.recipe
     strategy = run_setup.start(config)
-    train_split, val_split = run_setup.load_splits(config)
+    train_split, val_split = splits or run_setup.load_splits(config)
     with strategy.scope():
         base = run_setup.build_model(config, train_split)
         parts = make_parts(run_setup.part_specs(config.adversarial, config.parts))
@@ -39,8 +40,10 @@ def train(config: run_setup.TrainConfig, run_dir: str | pathlib.Path, *, resume:
     callbacks = [*run_setup.training_callbacks(config.adversarial, val_split, config.model_options),
                  *run_setup.part_callbacks(parts, run_dir),
                  *run_setup.schedule_callbacks(config, recipe, extra_callbacks, run_dir / "tensorboard")]
+    def finish(rows):
+        return run_setup.final_metrics(run_dir, val_data, base.count_params())
+
     fit_into_run(model, run_dir, train_data, epochs=recipe.epochs, steps_per_epoch=steps, validation_data=val_data,
                  checkpoints=run_setup.checkpoints(config, base), callbacks=callbacks, resume=resume,
-                 verbose=config.verbose, finish=lambda rows: run_setup.final_metrics(run_dir, val_data, base.count_params()),
-                 plot_title=f"{config.model} on {config.dataset}")
+                 verbose=config.verbose, finish=finish, plot_title=plot_title or f"{config.model} on {config.dataset}")
     return run_dir
