@@ -89,9 +89,11 @@ def train_and_evaluate(run_dir: pathlib.Path, train: list[str], files: list[str]
         record = run_dir / (f"{pathlib.Path(name).stem}-robustness.json" if name else "robustness.json")
         if record.exists():
             continue
-        extra = ["--data", data] if name else []
-        # Exit status 1 means a sanity check failed: the record is still written and the table says so.
-        if run(["evaluate.py", str(target), *extra, *evaluate_flags(limit)], log) not in (0, 1):
+        # A bare model file carries no data settings: name the run's.
+        extra = ["--data", data, "--classes", SCALE[SCALE.index("--classes") + 1]] if name else []
+        # Exit status 1 is also a failed sanity check: then the record is written and the table says so.
+        status = run(["evaluate.py", str(target), *extra, *evaluate_flags(limit)], log)
+        if status not in (0, 1) or not record.exists():
             raise RuntimeError(f"evaluation failed; see {log}")
 
 
@@ -171,7 +173,7 @@ def main(argv=None) -> int:
         for name in files:
             target = f"{args.runs}/{folder(key, '{seed}')}" + (f"/{name}" if name else "")
             commands.append("then " + " ".join(["python", "evaluate.py", target,
-                                                  *(["--data", args.data] if name else []),
+                                                  *(["--data", args.data, "--classes", "10"] if name else []),
                                                   *evaluate_flags(args.limit)]))
             stem = f"{pathlib.Path(name).stem}-robustness.json" if name else "robustness.json"
             found = []
