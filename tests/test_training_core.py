@@ -195,3 +195,10 @@ def test_every_model_has_exactly_one_recipe_at_its_builders_input_size():
         assert get_recipe(name).image_size == default_shape[0], name
     with pytest.raises(ValueError, match="No recipe"):
         get_recipe("no_such_model")
+
+
+def test_part_metrics_are_logged_for_training_only():
+    x, y = toy_data()
+    model = compiled(wrap(small_model(), make_parts([{"kind": "loss", "name": "test_constant_half"}])))
+    history = model.fit(x, y, batch_size=32, epochs=1, verbose=0, validation_data=(x, y)).history
+    assert "test_constant_half" in history and "val_test_constant_half" not in history and "val_loss" in history

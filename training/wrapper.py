@@ -142,6 +142,12 @@ class TrainingModel(keras.Model):
                 metric.update_state(loss * replicas, sample_weight=tf.shape(y_loss)[0])
         return self.compute_metrics(x, y_loss, y_pred)
 
+    def test_step(self, data):
+        # Evaluation is clean and runs no part: leave out the part metrics (they would log as val_* zeros).
+        logs = super().test_step(data)
+        part_metrics = {metric.name for metric in (*self.term_trackers, *self.term_metrics)}
+        return {name: value for name, value in logs.items() if name not in part_metrics}
+
 
 def wrap(base: keras.Model, parts: dict | None = None) -> keras.Model:
     """``base`` in a TrainingModel with ``parts`` ({"transform": [...], "loss": [...], "hook": [...]})."""
