@@ -114,11 +114,11 @@ def main(argv=None) -> int:
                      "note": "warm file-system caches (the split was just loaded); wall seconds per call"},
         "rows": rows,
     }
+    from common.run_folder import write_json
+
     output = pathlib.Path(arguments.output)
     output.parent.mkdir(parents=True, exist_ok=True)
-    temporary = output.with_name(f".{output.name}.tmp")
-    temporary.write_text(json.dumps(report, indent=2) + "\n")
-    os.replace(temporary, output)
+    write_json(output, report)
     print(f"wrote {output}")
     return 0
 

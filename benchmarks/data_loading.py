@@ -130,11 +130,11 @@ def main(argv=None) -> int:
                      "note": "each phase in a fresh process; extracted files are in the page cache when decoding"},
         "rows": rows,
     }
+    from common.run_folder import write_json
+
     output = pathlib.Path(arguments.output)
     output.parent.mkdir(parents=True, exist_ok=True)
-    temporary = output.with_name(f".{output.name}.tmp")
-    temporary.write_text(json.dumps(report, indent=2) + "\n")
-    os.replace(temporary, output)
+    write_json(output, report)
     print(f"wrote {output}")
     return 0
 
