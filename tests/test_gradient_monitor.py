@@ -12,6 +12,7 @@ from training import trainer
 from training.gradient_monitor import GradientLog, GradientMonitor, read_gradients, resolve_layers
 from training.recipes import override
 from training.wrapper import TrainingModel
+from tests.test_train import CrashAfter
 
 
 def tiny_model(num_classes=3):
@@ -85,16 +86,6 @@ def test_small_capacity_is_drained_within_the_epoch(tmp_path):
     model = compiled(monitor)
     model.fit(images, labels, batch_size=2, epochs=1, verbose=0, callbacks=[GradientLog(tmp_path, monitor)])
     assert [row["step"] for row in read_gradients(tmp_path / "gradients.csv")] == list(range(20))
-
-
-class CrashAfter(keras.callbacks.Callback):
-    def __init__(self, epoch):
-        super().__init__()
-        self.epoch = epoch
-
-    def on_epoch_end(self, epoch, logs=None):
-        if epoch == self.epoch:
-            raise RuntimeError("simulated crash")
 
 
 def test_records_survive_a_crash_and_resume(tmp_path):

@@ -12,7 +12,8 @@ the mean over every view that counts in it; each loss term adds its value (logge
 the optimizer applies the gradients; each after-update hook runs. With no parts the step is Keras'
 own ``Model.train_step``, so plain training costs exactly what ``model.fit`` costs.
 
-``call``, ``test_step`` and ``predict`` are ``base``'s (clean route). Save ``model.base``: the
+``call`` and ``predict`` are ``base``'s (clean route); ``test_step`` is Keras' own, minus the part
+metrics (evaluation runs no part). Save ``model.base``: the
 wrapper is a training-time object without a config of its own. TensorFlow backend.
 """
 from __future__ import annotations
@@ -60,8 +61,9 @@ class TrainingModel(keras.Model):
         return self.base(inputs, training=training)
 
     # --------------------------------------------------------------------------------- views
-    def make_views(self, x, y) -> list[View]:
-        """The transforms' views (with offsets), then the clean view of what they left."""
+    def make_views(self, x, y) -> tuple[list[View], object]:
+        """The transforms' views (with offsets), then the clean view of what they left; and how many leading
+        images of the clean view are there only for a loss term (replaced, so not counted twice in the loss)."""
         step = self.optimizer.iterations
         views, offset = [], 0
         for transform in self.transforms:
@@ -72,9 +74,7 @@ class TrainingModel(keras.Model):
         start = 0 if self._clean_of_replaced else offset
         clean = View("clean", x[start:], y[start:], route="clean", replaces=0, offset=start)
         views.append(clean)
-        # Clean images a view replaced are forwarded (for a loss term) but not counted twice in the loss.
-        self._clean_skip = offset - start
-        return views
+        return views, offset - start
 
     def forward(self, views: list[View]) -> dict:
         """{view name: logits, "features": {view name: {layer: output}}}, one pass per route group."""
@@ -116,12 +116,12 @@ class TrainingModel(keras.Model):
             raise ValueError("Sample weights are not supported together with training parts.")
         x = tf.cast(x, tf.float32)
         with tf.GradientTape() as tape:
-            views = self.make_views(x, y)
+            views, clean_skip = self.make_views(x, y)
             by_name = {view.name: view for view in views}
             outputs = self.forward(views)
             counted = [view for view in views if view.in_loss]
-            labels = [view.labels if view.name != "clean" else view.labels[self._clean_skip:] for view in counted]
-            logits = [outputs[view.name] if view.name != "clean" else outputs["clean"][self._clean_skip:]
+            labels = [view.labels if view.name != "clean" else view.labels[clean_skip:] for view in counted]
+            logits = [outputs[view.name] if view.name != "clean" else outputs["clean"][clean_skip:]
                       for view in counted]
             y_loss, y_pred = tf.concat(labels, 0), tf.concat(logits, 0)
             loss = self.compute_loss(x=x, y=y_loss, y_pred=y_pred, training=True)
