@@ -37,6 +37,7 @@ import tensorflow as tf  # noqa: E402
 import models  # noqa: E402
 from common.cli import positive_int, run_cli  # noqa: E402
 from common.run_folder import write_json  # noqa: E402
+from models.parseval import ParsevalConstraint  # noqa: E402
 from training.parts import make_parts  # noqa: E402
 from training import run_setup  # noqa: E402
 from training.recipes import Recipe  # noqa: E402
@@ -47,6 +48,8 @@ NUM_CLASSES = 10
 FGSM = {"attacks": "fgsm:1", "eps": 2 / 255}
 PGD7 = {"attacks": "pgd:1", "eps": 2 / 255, "pgd_steps": 7}
 PARSEVAL = {"conv_constraint": "parseval", "residual_merge": "convex"}  # ParsevalConstraint(beta=0.01)
+# train.py --parseval 0.01 --parseval-rows 0.3: a random 30% of each kernel's rows retracted per step
+PARSEVAL_SAMPLED = {"conv_constraint": ParsevalConstraint(beta=0.01, rows=0.3), "residual_merge": "convex"}
 
 # name: (wrapped?, builder options, adversarial options, further part specs)
 CONFIGURATIONS = {
@@ -55,6 +58,7 @@ CONFIGURATIONS = {
     "FGSM-AT (50%)": (True, {}, FGSM, []),
     "PGD-7-AT (50%)": (True, {}, PGD7, []),
     "Parseval (beta 0.01, convex merges)": (True, PARSEVAL, None, []),
+    "Parseval, 30% of rows per step": (True, PARSEVAL_SAMPLED, None, []),
     "Laplacian smoothness (m=2)": (True, {}, None, [{"kind": "loss", "name": "laplacian_smoothness", "gamma": 0.01,
                                                     "power": 2}]),
     "gradient monitor": (True, {}, None, [{"kind": "hook", "name": "gradient_monitor"}]),

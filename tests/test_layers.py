@@ -189,6 +189,15 @@ def test_row_sampling_retracts_only_the_sampled_rows():
     assert changed_sets[0] != changed_sets[1]
 
 
+def test_row_sampling_retracts_the_sampled_rows_among_themselves():
+    kernel = np.random.default_rng(4).normal(scale=0.5, size=(3, 3, 4, 12)).astype("float32")
+    retracted = np.asarray(ParsevalConstraint(beta=0.05, rows=0.5, seed=1)(kernel))
+    rows = (kernel.reshape(-1, 12).T * 3.0, retracted.reshape(-1, 12).T * 3.0)  # scaled by sqrt(3 * 3)
+    changed = np.flatnonzero(~np.all(np.isclose(rows[1], rows[0], atol=1e-7), axis=1))
+    assert len(changed) == 6
+    np.testing.assert_allclose(rows[1][changed], np.asarray(retract(rows[0][changed], 0.05)), atol=1e-5)
+
+
 def test_retraction_converges_from_a_large_he_initialised_stem():
     # Scaled by sqrt(7 * 7), this kernel's singular values (~17) lie where the plain update diverges.
     kernel = keras.initializers.HeNormal(seed=0)((7, 7, 3, 64)).numpy()
