@@ -17,7 +17,6 @@ predictions.  `--accuracy-run RUN_DIR` also compares the two attacks' accuracy o
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import pathlib
 import platform
@@ -39,6 +38,7 @@ from augment.robust_accuracy import accuracy  # noqa: E402
 from training.adversarial import AdversarialConfig, AdversarialModel  # noqa: E402
 from common.checks import eps_label  # noqa: E402
 from common.cli import pixel_value, positive_int, run_cli  # noqa: E402
+from common.run_folder import write_json  # noqa: E402
 
 OUTPUT = REPO / "results" / "benchmarks" / "adversarial.json"
 EPS, SHAPE, NUM_CLASSES = 8 / 255, (64, 64, 3), 200
@@ -263,12 +263,8 @@ def main(argv=None):
                 "apgd": "CE loss, 1 restart, first step 2*eps; ART: eps_step=2*eps, nb_random_init=1",
                 "statistic": "median after one warm-up", "command": " ".join(["python", "benchmarks/adversarial.py",
                                                                                *(argv or sys.argv[1:])])}
-    arguments.output.parent.mkdir(parents=True, exist_ok=True)
-    temporary = arguments.output.with_name(arguments.output.name + ".tmp")
-    temporary.write_text(json.dumps({"benchmark": "adversarial", "machine": machine, "settings": settings,
-                                     "results": results, "apgd_ce": apgd, "apgd_ce_accuracy": accuracy_rows},
-                                    indent=2) + "\n")
-    os.replace(temporary, arguments.output)
+    write_json(arguments.output, {"benchmark": "adversarial", "machine": machine, "settings": settings,
+                                  "results": results, "apgd_ce": apgd, "apgd_ce_accuracy": accuracy_rows})
     print(f"wrote {arguments.output}")
 
 

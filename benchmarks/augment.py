@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import io
-import json
 import math
 import os
 import pathlib
@@ -30,6 +29,7 @@ import tensorflow as tf  # noqa: E402
 
 import augment  # noqa: E402
 from common.cli import run_cli  # noqa: E402
+from common.run_folder import write_json  # noqa: E402
 
 NUM_IMAGES = 2048
 OUTPUT = REPO / "results" / "benchmarks" / "augment.json"
@@ -161,10 +161,7 @@ def main(argv=None) -> int:
                    "a_over_c": baseline / medians["c_keras_layers"],
                    "a_over_c_no_rotation": baseline / medians["c_keras_layers_no_rotation"]},
     }
-    OUTPUT.parent.mkdir(parents=True, exist_ok=True)
-    temporary = OUTPUT.with_name(OUTPUT.name + ".tmp")
-    temporary.write_text(json.dumps(result, indent=2) + "\n")
-    os.replace(temporary, OUTPUT)
+    write_json(OUTPUT, result)
     print(f"wrote {OUTPUT.relative_to(REPO)}")
     return 0
 

@@ -117,7 +117,6 @@ def main(argv=None) -> int:
     from common.run_folder import write_json
 
     output = pathlib.Path(arguments.output)
-    output.parent.mkdir(parents=True, exist_ok=True)
     write_json(output, report)
     print(f"wrote {output}")
     return 0

@@ -16,7 +16,6 @@ other processes hits each alike. Prints a Markdown table of medians and writes r
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import pathlib
 import platform
@@ -32,6 +31,7 @@ import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from common.cli import positive_int, run_cli  # noqa: E402
+from common.run_folder import write_json  # noqa: E402
 from models.gan import build_pair  # noqa: E402
 from training.gan import GANTrainer  # noqa: E402
 
@@ -161,10 +161,7 @@ def main(argv=None) -> int:
                        for key, (label, _) in rows.items()},
               "b_over_a": medians["b_ours_keras_io_layout"] / medians["a_keras_io"]}
     out = pathlib.Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    temporary = out.with_name(out.name + ".tmp")
-    temporary.write_text(json.dumps(result, indent=2) + "\n")
-    os.replace(temporary, out)
+    write_json(out, result)
     print(f"wrote {out}")
     return 0
 

@@ -106,6 +106,8 @@ def to_json(payload) -> str:
 
 
 def write_json(path: str | os.PathLike, payload: dict) -> None:
+    """Write ``payload`` as strict JSON (``to_json``) atomically, making the parent folder first."""
+    pathlib.Path(path).parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as temporary:
         temporary.write_text(to_json(payload))
 
