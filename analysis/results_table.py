@@ -67,6 +67,17 @@ def render(results: pathlib.Path = RESULTS) -> str:
     extra = sorted(path for path in results.glob("*.md") if path.name != "README.md" and not path.name.startswith("."))
     if extra:
         lines += ["", "## More tables", ""] + [f"- [{path.stem}]({path.name})" for path in extra]
+    # A folder of results (a table with its figures and commands) is listed by its own README or tables.
+    folders = [(folder, sorted(folder.glob("*.md"))) for folder in sorted(results.iterdir())
+               if folder.is_dir() and not folder.name.startswith(".")]
+    folders = [(folder, pages) for folder, pages in folders if pages]
+    if folders:
+        lines += ["", "## Result folders", ""]
+        for folder, pages in folders:
+            readme = [page for page in pages if page.name == "README.md"]
+            shown = readme or pages
+            lines.append(f"- {folder.name}/: " + ", ".join(
+                f"[{page.stem}]({folder.name}/{page.name})" for page in shown))
     return "\n".join(lines) + "\n"
 
 

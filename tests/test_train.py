@@ -86,9 +86,14 @@ def test_same_seed_gives_the_same_first_epoch(tmp_path):
 def test_results_table_records_runs_next_to_the_seed(tmp_path):
     run_dir = trainer.train(fast_config(epochs=1), tmp_path / "cis-run")
     results = tmp_path / "results"
+    (results / "gan").mkdir(parents=True)
+    (results / "gan" / "README.md").write_text("# GAN\n")
+    (results / "imt").mkdir()
+    (results / "imt" / "table.md").write_text("# IMT\n")
     assert results_table.main([str(run_dir), "--results", str(results)]) == 0
     page = (results / "README.md").read_text()
     assert "| cis-run | cis680_allconv | digits, 4 classes, 40/class | 1 |" in page
+    assert "- gan/: [README](gan/README.md)" in page and "- imt/: [table](imt/table.md)" in page
     assert (results / "runs" / "cis-run.json").is_file()
 
 
