@@ -19,9 +19,6 @@ import dataclasses
 import fractions
 import time
 
-import numpy as np
-import tensorflow as tf
-
 from analysis import autoattack as autoattack_module
 from augment import attacks
 from augment.robust_accuracy import accuracy  # noqa: F401  (re-exported: the tables' accuracy)

@@ -18,7 +18,6 @@ flags produce, so a new way of training is measured by adding one row.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import pathlib
 import platform
@@ -144,7 +143,6 @@ def main(argv=None) -> int:
                "images_per_second": per_second, "cpu_seconds_per_image": cpu_per_image, "seconds": times,
                "cpu_seconds": cpu_times, "ratios": ratios, "ratio_statistic": "median CPU seconds per image",
                "command": "python benchmarks/train_step.py " + " ".join(argv if argv is not None else sys.argv[1:])}
-    arguments.out.parent.mkdir(parents=True, exist_ok=True)
     write_json(arguments.out, payload)
     print(f"\nwrote {arguments.out}")
     return 0

@@ -16,9 +16,9 @@ import zipfile
 
 import numpy as np
 
+from common import checks
 from data.cache import (DatasetUnavailableError, atomic_directory, cache_dir, cache_key, content_digest, files_digest,
                         one_line, remove_stale_temporaries, source_identity)
-from common import checks
 from data.decode import decode_images
 from data.extract import extract_once
 from data.split import Split

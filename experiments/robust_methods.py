@@ -27,7 +27,8 @@ from common.run_folder import read_json, write_json, write_text
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 SNRS = ("50", "45", "40", "33")
 # The scale: 10 classes, 100 training images per class at 32x32, 3 epochs, flip-and-shift augmentation ("da").
-SCALE = ["resnet18_maxpool", "--classes", "10", "--per-class", "100", "--image-size", "32", "--epochs", "3",
+CLASSES = "10"
+SCALE = ["resnet18_maxpool", "--classes", CLASSES, "--per-class", "100", "--image-size", "32", "--epochs", "3",
          "--augment", "flip_shift", "--quiet"]
 NOISE = ["--noise-snr", "33"]  # the IMT report's Adv: truncated Gaussian noise of the 33 dB magnitude
 FGSM = ["--adv", "fgsm:1", "--eps", "2/255"]
@@ -90,7 +91,7 @@ def train_and_evaluate(run_dir: pathlib.Path, train: list[str], files: list[str]
         if record.exists():
             continue
         # A bare model file carries no data settings: name the run's.
-        extra = ["--data", data, "--classes", SCALE[SCALE.index("--classes") + 1]] if name else []
+        extra = ["--data", data, "--classes", CLASSES] if name else []
         # Exit status 1 is also a failed sanity check: then the record is written and the table says so.
         status = run(["evaluate.py", str(target), *extra, *evaluate_flags(limit)], log)
         if status not in (0, 1) or not record.exists():
@@ -173,12 +174,12 @@ def main(argv=None) -> int:
         for name in files:
             target = f"{args.runs}/{folder(key, '{seed}')}" + (f"/{name}" if name else "")
             commands.append("then " + " ".join(["python", "evaluate.py", target,
-                                                  *(["--data", args.data, "--classes", "10"] if name else []),
+                                                  *(["--data", args.data, "--classes", CLASSES] if name else []),
                                                   *evaluate_flags(args.limit)]))
             stem = f"{pathlib.Path(name).stem}-robustness.json" if name else "robustness.json"
             found = []
             for seed in args.seeds:
-                record, metrics = (runs_root / folder(key, seed) / name for name in (stem, "metrics.json"))
+                record, metrics = runs_root / folder(key, seed) / stem, runs_root / folder(key, seed) / "metrics.json"
                 if not metrics.exists():
                     continue
                 found.append({} if name else {"val top-1": read_json(metrics)["val_top1"]})

@@ -38,7 +38,6 @@ changes nothing (no residual merges here).
 """
 from __future__ import annotations
 
-
 import keras
 
 from common import checks

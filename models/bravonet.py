@@ -29,7 +29,6 @@ Every builder takes the injectable options of models.options: ``norm_layer`` (ev
 """
 from __future__ import annotations
 
-
 import keras
 
 from common import checks
