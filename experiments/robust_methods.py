@@ -1,200 +1,158 @@
-"""The IMT report's Table 2 layout and Xie & Yuille's batch-norm finding at the scale of a small CPU.
+"""The bench's configurations and tables: the IMT report's Table 2, Xie & Yuille's batch-norm finding, and
+the adversarial-training comparison, on one protocol (run them with ``python -m experiments.bench``).
 
-    python -m experiments.robust_methods imt --data ../shared/data/tiny-imagenet-200
-    python -m experiments.robust_methods xie --data ../shared/data/tiny-imagenet-200 --seeds 0 1 2
-
-Each configuration is trained once per seed with train.py into runs/robust_methods/<table>/<config>-s<seed>,
-then evaluated with evaluate.py (clean, FGSM at 50/45/40/33 dB SNR, truncated-Gaussian noise at the
-same SNRs, PGD-10 at 2/255 on a fixed subset of val images). A finished run or evaluation is reused, an
-interrupted run resumes, so the command can be rerun until the grid is complete. The table (mean ± sample
-std over the seeds that finished, their count beside it) and every command go to results/<table>/table.md,
-the per-run numbers to results/<table>/runs.json. Seeds run in the outer loop, so a partial grid still
-has one run of every configuration.
+Every configuration is resnet18_maxpool trained with train.py on PROTOCOL plus its own flags, so the rows
+of all three tables share one baseline run per seed ("da"). A record (per configuration and seed, see
+experiments/bench.py) holds the numbers of each evaluation; ``render`` turns the records of one table into
+mean ± sample std per cell and, per row, the paired difference to the table's baseline (same seed, same
+val images) with its standard error: sd(differences) / sqrt(pairs).
 """
 from __future__ import annotations
 
-import argparse
-import pathlib
-import shlex
-import subprocess
-import sys
-
 import numpy as np
 
-from common.cli import run_cli
-from common.run_folder import read_json, write_json, write_text
-
-ROOT = pathlib.Path(__file__).resolve().parents[1]
-SNRS = ("50", "45", "40", "33")
-# The scale: 10 classes, 100 training images per class at 32x32, 3 epochs, flip-and-shift augmentation ("da").
-CLASSES = "10"
-SCALE = ["resnet18_maxpool", "--classes", CLASSES, "--per-class", "100", "--image-size", "32", "--epochs", "3",
-         "--augment", "flip_shift", "--quiet"]
-NOISE = ["--noise-snr", "33"]  # the IMT report's Adv: truncated Gaussian noise of the 33 dB magnitude
-FGSM = ["--adv", "fgsm:1", "--eps", "2/255"]
+CLASSES = 10
+# The protocol (docs/bench.md says how it was measured): Tiny ImageNet's first 10 classes, all 500 training
+# images per class, all 500 val images, 32x32, flip-and-shift augmentation ("da"), Adam 1e-3 with
+# ReduceLROnPlateau (x0.316 after 3 epochs without a better val accuracy) and early stopping after 6,
+# at most 30 epochs: the same budget for every row.
+PROTOCOL = ["resnet18_maxpool", "--classes", str(CLASSES), "--image-size", "32", "--augment", "flip_shift",
+            "--epochs", "30", "--reduce-lr-patience", "3", "--early-stopping-patience", "6", "--quiet"]
+NOISE = ["--noise-snr", "33"]  # the IMT report's "Adv": truncated Gaussian noise at the 33 dB magnitude
 PARSEVAL = ["--parseval", "0.01"]
 SMOOTH = ["--smoothness", "0.01", "--smoothness-power", "2"]
 SMOOTH_WITH_PARSEVAL = ["--smoothness", "0.001", "--smoothness-power", "1"]  # Table 2's last row: γ 0.001, m 1
 PGD_100 = ["--adv", "pgd:1", "--adv-fraction", "1.0", "--eps", "2/255", "--pgd-steps", "2"]
+AT = ["--eps", "2/255", "--adv-fraction", "0.5"]
 
-# (config, label, train flags, model files to evaluate: "" is the run's model.keras). A config named
-# "table/config" is another table's run, read from there and never trained by this table's command.
+# name: (label, train flags, model files to evaluate: "" is the run's model.keras)
+CONFIGS = {
+    "da": ("da (flip and shift)", [], [""]),
+    "vanilla": ("vanilla (no augmentation)", ["--augment", "none"], [""]),
+    "noise-da": ("Adv (noise 33 dB) + da", NOISE, [""]),
+    "smooth-da": ("Smooth + da (γ 0.01, m 2)", SMOOTH, [""]),
+    "noise-parseval-da": ("Adv + Psv + da (β 0.01)", NOISE + PARSEVAL, [""]),
+    "noise-smooth-da": ("Adv + Smooth + da (γ 0.01, m 2)", NOISE + SMOOTH, [""]),
+    "noise-parseval-smooth-da": ("Adv + Psv + Smooth + da (β 0.01, γ 0.001, m 1)",
+                                 NOISE + PARSEVAL + SMOOTH_WITH_PARSEVAL, [""]),
+    "pgd100-shared": ("100% PGD-2 AT, shared BN", PGD_100, [""]),
+    "pgd100-clean-shared": ("100% PGD-2 + 100% clean, shared BN", PGD_100 + ["--keep-clean"], [""]),
+    "pgd100-clean-dual": ("100% PGD-2 + 100% clean, dual BN",
+                          PGD_100 + ["--keep-clean", "--dual-bn", "--save-bn", "adv"], ["", "model-adv-bn.keras"]),
+    "advprop": ("AdvProp (PGD-2 at 1/255 through the auxiliary BN)", ["--advprop"], [""]),
+    "fgsm-at": ("FGSM-AT 2/255, 50% adversarial", ["--adv", "fgsm:1", *AT], [""]),
+    "fast-at": ("fast AT 2/255, 50% adversarial", ["--adv", "fast:1", *AT], [""]),
+    "pgd-at": ("PGD-3-AT 2/255, 50% adversarial", ["--adv", "pgd:1", "--pgd-steps", "3", *AT], [""]),
+}
+
+SNRS = ("50", "45", "40", "33")
+EPS = ("2/255", "4/255")
+# Stage "core" runs on every model file right after training; "autoattack" (standard budget: APGD-CE,
+# APGD-T with 9 targets, Square with 5,000 queries) in a later pass, as it costs far more on a CPU.
+EVALUATIONS = {
+    "core": ["--attack", "snr", "pgd", "--snr", *SNRS, "--eps", *EPS, "--pgd-steps", "10"],
+    "autoattack": ["--attack", "autoattack", "--eps", *EPS, "--autoattack-eps", *EPS, "--targets", "9",
+                   "--square-queries", "5000"],
+}
+
+IMT_COLUMNS = ("val top-1", *(f"FGSM {snr} dB" for snr in SNRS), *(f"PGD-10 {eps}" for eps in EPS),
+               *(f"AA {eps}" for eps in EPS))
+ATTACK_COLUMNS = ("val top-1", *(f"PGD-10 {eps}" for eps in EPS), *(f"AA {eps}" for eps in EPS))
 TABLES = {
-    "imt": [
-        ("da", "da", [], [""]),
-        ("noise-da", "Adv (noise 33 dB) + da", NOISE, [""]),
-        ("fgsm-da", "Adv (FGSM 2/255) + da", FGSM, [""]),
-        ("smooth-da", "Smooth + da (γ 0.01, m 2)", SMOOTH, [""]),
-        ("noise-parseval-da", "Adv (noise) + Psv + da (β 0.01)", NOISE + PARSEVAL, [""]),
-        ("noise-smooth-da", "Adv (noise) + Smooth + da (γ 0.01, m 2)", NOISE + SMOOTH, [""]),
-        ("noise-parseval-smooth-da", "Adv (noise) + Psv + Smooth + da (β 0.01, γ 0.001, m 1)",
-         NOISE + PARSEVAL + SMOOTH_WITH_PARSEVAL, [""]),
-    ],
-    "xie": [
-        ("advprop", "AdvProp (PGD-2 at 1/255 through the auxiliary BN)", ["--advprop"], [""]),
-        ("pgd100-clean-dual", "100% PGD-2 + 100% clean, dual BN", PGD_100 + ["--keep-clean", "--dual-bn",
-                                                                            "--save-bn", "adv"],
-         ["", "model-adv-bn.keras"]),
-        ("pgd100-clean-shared", "100% PGD-2 + 100% clean, shared BN", PGD_100 + ["--keep-clean"], [""]),
-        ("pgd100-shared", "100% PGD-2 AT, shared BN", PGD_100, [""]),
-        ("imt/da", "vanilla (clean + da; the IMT table's da runs)", [], [""]),
-    ],
+    "imt": {"title": "The IMT report's Table 2", "baseline": "da", "columns": IMT_COLUMNS,
+            "rows": ["da", "vanilla", "noise-da", "smooth-da", "noise-parseval-da", "noise-smooth-da",
+                     "noise-parseval-smooth-da"]},
+    "xie": {"title": "Xie & Yuille: batch norm under adversarial training, and AdvProp", "baseline": "da",
+            "columns": ATTACK_COLUMNS,
+            "rows": ["da", "pgd100-shared", "pgd100-clean-shared", "pgd100-clean-dual", "advprop"]},
+    "robustness": {"title": "Adversarial training methods", "baseline": "da", "columns": ATTACK_COLUMNS,
+                   "rows": ["da", "fgsm-at", "fast-at", "pgd-at"]},
 }
 
 
-TITLES = {"imt": "The IMT report's Table 2 layout", "xie": "Xie & Yuille's batch-norm finding and AdvProp"}
-
-
-def evaluate_flags(limit: int) -> list[str]:
-    return ["--attack", "snr", "noise", "pgd", "--snr", *SNRS, "--eps", "2/255", "--pgd-steps", "10",
-            "--limit", str(limit)]
-
-
-def run(command: list[str], log: pathlib.Path) -> int:
-    """Run a script of the project from the repository root, appending its output to ``log``."""
-    print("$ " + shlex.join(command), flush=True)
-    with open(log, "a") as handle:
-        return subprocess.run([sys.executable, *command], cwd=ROOT, stdout=handle, stderr=subprocess.STDOUT).returncode
-
-
-def train_and_evaluate(run_dir: pathlib.Path, train: list[str], files: list[str], limit: int, data: str) -> None:
-    """Train (or resume) one run and evaluate each of its model files that has no robustness record yet."""
-    log = run_dir.with_suffix(".log")
-    run_dir.parent.mkdir(parents=True, exist_ok=True)
-    if not (run_dir / "metrics.json").exists():
-        command = ["train.py", "--resume", str(run_dir)] if (run_dir / "config.json").exists() else train
-        if run(command, log) != 0:
-            raise RuntimeError(f"training failed; see {log}")
-    for name in files:
-        target = run_dir / name if name else run_dir
-        record = run_dir / (f"{pathlib.Path(name).stem}-robustness.json" if name else "robustness.json")
-        if record.exists():
-            continue
-        # A bare model file carries no data settings: name the run's.
-        extra = ["--data", data, "--classes", CLASSES] if name else []
-        # Exit status 1 is also a failed sanity check: then the record is written and the table says so.
-        status = run(["evaluate.py", str(target), *extra, *evaluate_flags(limit)], log)
-        if status not in (0, 1) or not record.exists():
-            raise RuntimeError(f"evaluation failed; see {log}")
-
-
-def columns(record: dict) -> dict[str, float]:
-    """Accuracies (%) of one robustness record by column name."""
+def columns(stage: str, record: dict) -> dict[str, float]:
+    """Accuracies (fractions) by column name from one evaluate.py robustness record of ``stage``."""
+    if stage == "autoattack":
+        return {f"AA {eps}": record["eps"][eps]["autoattack"] for eps in EPS}
     values = {"clean": record["clean"]}
-    for snr in SNRS:
-        values[f"FGSM {snr} dB"] = record["snr"][snr]["snr"]
-        values[f"noise {snr} dB"] = record["snr"][snr]["noise"]
-    values["PGD-10 2/255"] = record["eps"]["2/255"]["pgd"]
-    values["checks"] = all(check["passed"] for check in record["checks"])
+    values.update({f"FGSM {snr} dB": record["snr"][snr]["snr"] for snr in SNRS})
+    values.update({f"PGD-10 {eps}": record["eps"][eps]["pgd"] for eps in EPS})
     return values
 
 
-SHOWN = ("val top-1", "clean", *(f"FGSM {snr} dB" for snr in SNRS), "noise 33 dB", "PGD-10 2/255")
+def model_rows(name: str) -> list[tuple[str, str, str]]:
+    """(config, model file, label) per row of table ``name``; a dual-BN run gives a row per BN."""
+    rows = []
+    for config in TABLES[name]["rows"]:
+        label, _, files = CONFIGS[config]
+        for file in files:
+            rows.append((config, file, label + (" — auxiliary BN" if "adv-bn" in file else
+                                                " — main BN" if len(files) > 1 else "")))
+    return rows
 
 
-def table(name: str, rows: list[dict], commands: list[str], limit: int) -> str:
-    lines = [f"# {TITLES[name]}: resnet18_maxpool on Tiny ImageNet's first 10 classes", "",
-             "Mean ± sample std over seeds (n = seeds trained; a cell averages the seeds evaluated), accuracy "
-             "in %. val top-1: the saved model.keras on all 500 val images (metrics.json, no attack); the other "
-             f"columns: evaluate.py on a fixed subset of {limit} val images. dB columns: FGSM at that "
-             "signal-to-noise ratio (the IMT report's attack); "
-             "noise: truncated-Gaussian noise at 33 dB; PGD-10 at L∞ 2/255 (step 2.5·eps/10, 1 restart).", "",
-             "| configuration | evaluated | n | " + " | ".join(SHOWN) + " | checks |",
-             "| --- | --- | ---: | " + " | ".join("---:" for _ in SHOWN) + " | --- |"]
-    for row in rows:
+def _values(records: dict, config: str, file: str, column: str) -> dict[int, float]:
+    """{seed: accuracy in %} of one cell, over the records that have it."""
+    found = {}
+    for record in records.values():
+        if record["config"] != config:
+            continue
+        numbers = record.get("numbers", {}).get(file or "model.keras", {})
+        if column in numbers:
+            found[record["seed"]] = 100 * numbers[column]
+    return found
+
+
+def _cell(values) -> str:
+    values = np.asarray(list(values), dtype=float)
+    if not len(values):
+        return "–"
+    return f"{values.mean():.1f}" + (f" ± {values.std(ddof=1):.1f}" if len(values) > 1 else "")
+
+
+def paired(baseline: dict[int, float], other: dict[int, float]) -> tuple[float, float | None, int]:
+    """(mean difference other − baseline over the seeds both have, its standard error or None, pairs)."""
+    seeds = sorted(set(baseline) & set(other))
+    differences = np.array([other[seed] - baseline[seed] for seed in seeds])
+    if not len(differences):
+        return float("nan"), None, 0
+    error = differences.std(ddof=1) / np.sqrt(len(differences)) if len(differences) > 1 else None
+    return float(differences.mean()), error, len(differences)
+
+
+def render(name: str, records: dict, rebuild: str) -> str:
+    """Markdown of table ``name`` from ``records`` (experiments/bench.py's runs.json)."""
+    table, rows = TABLES[name], model_rows(name)
+    shown = table["columns"]
+    lines = [f"# {table['title']} — the bench", "",
+             "resnet18_maxpool on Tiny ImageNet's first 10 classes (500 training images per class, 32×32), "
+             "every number on all 500 val images; accuracy in %, mean ± sample std over seeds (n: seeds with "
+             "a record). FGSM at an SNR: the IMT report's attack; PGD-10: L∞, 1 restart; AA: AutoAttack at "
+             "the standard budget (APGD-CE, APGD-T 9 targets, Square 5,000 queries). Protocol and cost: "
+             "[docs/bench.md](../../docs/bench.md).", "",
+             "| configuration | n | " + " | ".join(shown) + " |",
+             "| --- | ---: | " + " | ".join("---:" for _ in shown) + " |"]
+    for config, file, label in rows:
+        seeds = {record["seed"] for record in records.values() if record["config"] == config}
+        lines.append(f"| {label} | {len(seeds)} | "
+                     + " | ".join(_cell(_values(records, config, file, column).values()) for column in shown) + " |")
+    baseline = table["baseline"]
+    lines += ["", f"Paired difference to **{CONFIGS[baseline][0]}** (same seed, same val images), in points: "
+              "mean ± standard error over the seeds both rows have (pairs in brackets; one pair has no error).", "",
+              "| configuration | " + " | ".join(shown) + " |", "| --- | " + " | ".join("---:" for _ in shown) + " |"]
+    for config, file, label in rows:
+        if config == baseline and not file:
+            continue
         cells = []
-        for column in SHOWN:
-            values = np.array([run[column] for run in row["runs"] if column in run]) * 100
-            spread = f" ± {values.std(ddof=1):.1f}" if len(values) > 1 else ""
-            cells.append(f"{values.mean():.1f}{spread}" if len(values) else "–")
-        checked = [run["checks"] for run in row["runs"] if "checks" in run]
-        status = ("not run yet" if not row["runs"] else "not evaluated yet" if not checked
-                  else "all passed" if all(checked) else "some failed")
-        lines.append(f"| {row['label']} | {row['evaluated']} | {len(row['runs'])} | " + " | ".join(cells)
-                     + f" | {status} |")
-    lines += ["", "Commands ({seed} is 0, 1, 2; run folders runs/robust_methods/...):", ""]
-    lines += [f"- `{command}`" for command in commands]
+        for column in shown:
+            mean, error, pairs = paired(_values(records, baseline, "", column), _values(records, config, file, column))
+            cells.append("–" if not pairs else f"{mean:+.1f}" + (f" ± {error:.1f}" if error is not None else "")
+                         + f" ({pairs})")
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    used = [record for record in records.values() if record["config"] in table["rows"]]
+    hours = sum(record.get("cpu_seconds", {}).get(stage, 0.0) for record in used
+                for stage in ("train", "core", "autoattack")) / 3600
+    lines += ["", f"CPU time of the runs above (training and evaluation, all processes): {hours:.1f} CPU hours "
+              f"over {len(used)} runs (per-run figures in [runs.json](runs.json)).", "",
+              f"Rebuild from the records: `{rebuild}`; the commands of each run are in runs.json."]
     return "\n".join(lines) + "\n"
-
-
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("table", choices=sorted(TABLES), help="which table to run")
-    parser.add_argument("--data", default="../shared/data/tiny-imagenet-200", help="Tiny ImageNet folder or zip")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="seeds (default: 0 1 2)")
-    parser.add_argument("--configs", nargs="+",
-                        help="train only these configurations, in this order (the table shows all)")
-    parser.add_argument("--limit", type=int, default=200, help="val images evaluated (default: 200)")
-    parser.add_argument("--runs", default="runs/robust_methods", help="parent of the run folders")
-    parser.add_argument("--table-only", action="store_true", help="write the table from finished runs; train nothing")
-    args = parser.parse_args(argv)
-    known = {config[0]: config for config in TABLES[args.table]}
-    unknown = [key for key in args.configs or () if key not in known]
-    if unknown:
-        raise ValueError(f"unknown configurations {unknown}; known: {', '.join(known)}")
-    order = [known[key] for key in args.configs] if args.configs else TABLES[args.table]  # trained in this order
-    runs_root = ROOT / args.runs
-
-    def folder(key: str, seed) -> str:
-        return f"{key if '/' in key else args.table + '/' + key}-s{seed}"
-    if not args.table_only:
-        for seed in args.seeds:
-            for key, _, flags, files in order:
-                if "/" in key:
-                    continue  # another table's run: that table's command trains it
-                run_dir = runs_root / folder(key, seed)
-                train = ["train.py", *SCALE, "--data", args.data, *flags, "--seed", str(seed),
-                         "--run-dir", str(run_dir.relative_to(ROOT))]
-                train_and_evaluate(run_dir, train, files, args.limit, args.data)
-    rows, commands, records = [], [], {}
-    for key, label, flags, files in TABLES[args.table]:
-        commands.append(" ".join(["python", "train.py", *SCALE, "--data", args.data, *flags, "--seed", "{seed}",
-                                    "--run-dir", f"{args.runs}/{folder(key, '{seed}')}"]))
-        for name in files:
-            target = f"{args.runs}/{folder(key, '{seed}')}" + (f"/{name}" if name else "")
-            commands.append("then " + " ".join(["python", "evaluate.py", target,
-                                                  *(["--data", args.data, "--classes", CLASSES] if name else []),
-                                                  *evaluate_flags(args.limit)]))
-            stem = f"{pathlib.Path(name).stem}-robustness.json" if name else "robustness.json"
-            found = []
-            for seed in args.seeds:
-                record, metrics = runs_root / folder(key, seed) / stem, runs_root / folder(key, seed) / "metrics.json"
-                if not metrics.exists():
-                    continue
-                found.append({} if name else {"val top-1": read_json(metrics)["val_top1"]})
-                if record.exists():
-                    found[-1].update(columns(read_json(record)))
-                records[f"{folder(key, seed)}/{name or 'model.keras'}"] = found[-1]
-            evaluated = "auxiliary BN" if "adv-bn" in name else ("main BN" if "--dual-bn" in flags
-                                                                 or "--advprop" in flags else "model.keras")
-            rows.append({"label": label, "evaluated": evaluated, "runs": found})
-    out = ROOT / "results" / args.table
-    write_text(out / "table.md", table(args.table, rows, commands, args.limit))
-    write_json(out / "runs.json", records)
-    print(f"wrote {out / 'table.md'}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(run_cli(main))

@@ -6,7 +6,7 @@ The table below is this project's reading of those words (AlexNet: Krizhevsky et
 scaled to 64x64 inputs:
 
     input normalisation
-    block1: conv 5x5x64   -> BN -> LeakyReLU -> max-pool 2x2/2 -> dropout(conv_dropout)
+    block1: conv 5x5x64   -> BN -> LeakyReLU -> max-pool 2x2/2 (block1_out) -> dropout(conv_dropout)
     block2: conv 3x3x128  -> BN -> LeakyReLU -> max-pool 2x2/2 -> dropout(conv_dropout)
     block3: conv 3x3x256  -> BN -> LeakyReLU -> max-pool 2x2/2 -> dropout(conv_dropout)
     block4: conv 3x3x256  -> BN -> LeakyReLU -> max-pool 2x2/2 -> dropout(conv_dropout)
@@ -67,7 +67,8 @@ def _alphanet(name, num_classes, input_shape, *, normalization, dense_units, con
                                 kernel_constraint=constraint, name=f"{prefix}_conv")(x)
         x = options["norm_layer"](name=f"{prefix}_bn")(x)
         x = keras.layers.LeakyReLU(negative_slope=_LEAKY_SLOPE, name=f"{prefix}_leaky_relu")(x)
-        x = keras.layers.MaxPooling2D(2, padding="same", name=f"{prefix}_pool")(x)
+        # "_out": the block's output, which the smoothness term reads by default (dropout is training noise).
+        x = keras.layers.MaxPooling2D(2, padding="same", name=f"{prefix}_out")(x)
         x = keras.layers.Dropout(conv_dropout, name=f"{prefix}_dropout")(x)
     x = keras.layers.Flatten(name="head_flatten")(x)
     for index in (1, 2):

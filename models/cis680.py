@@ -12,7 +12,8 @@ Springenberg et al., "Striving for Simplicity: The All Convolutional Net", 2015)
 
 The report names no activation: ReLU is chosen here. Its last pool is a global average pool so
 that any input size gives one logit vector; every convolution and pool uses
-``padding="same"``, so every input size down to 1x1 builds.
+``padding="same"``, so every input size down to 1x1 builds. The three 2x2 pools are named
+``pool1_out``..``pool3_out``: ``_out`` marks the block outputs the smoothness term reads by default.
 
 cis680_deep_plain and cis680_deep_residual are the report's vanishing-gradient experiment:
 20 more 3x3x32 convolutions without any normalisation between the first and the second
@@ -59,15 +60,15 @@ def _cis680(name, num_classes, input_shape, *, normalization, extra_layers, resi
         return keras.layers.AveragePooling2D(2, padding="same", name=layer_name)(x)
 
     inputs, x = normalized_input(input_shape, normalization)
-    x = pool(conv(x, 32, 5, "conv1"), "pool1")
+    x = pool(conv(x, 32, 5, "conv1"), "pool1_out")
     for index in range(1, extra_layers + 1):
         prefix = f"extra{index}"
         branch = keras.layers.Conv2D(_EXTRA_FILTERS, 3, padding="same", kernel_constraint=constraint,
                                      name=f"{prefix}_conv")(x)
         branch = keras.layers.Activation(activation, name=f"{prefix}_{activation}")(branch)
         x = merge([x, branch], options["residual_merge"], prefix) if residual else branch
-    x = pool(conv(x, 32, 5, "conv2"), "pool2")
-    x = pool(conv(x, 64, 5, "conv3"), "pool3")
+    x = pool(conv(x, 32, 5, "conv2"), "pool2_out")
+    x = pool(conv(x, 64, 5, "conv3"), "pool3_out")
     x = conv(x, 32, 2, "conv4")
     x = conv(x, num_classes, 2, "conv5", conv_activation=None)
     outputs = keras.layers.GlobalAveragePooling2D(name="logits")(x)

@@ -227,7 +227,9 @@ def _transfer(name, backbone_name, num_classes, input_shape, normalization, weig
     inputs, x = _input_pipeline(input_shape, backbone_size, preprocessing, normalization, augmentation, seed)
     backbone = application(backbone_name, weights, include_top=False, pooling="avg",
                            input_shape=(backbone_size, backbone_size, input_shape[2]), name=backbone_name)
-    x = backbone(x)
+    # Named so the smoothness term finds the backbone's features (with the logits: a nested model's own
+    # block outputs are not reachable from the outer graph).
+    x = keras.layers.Identity(name="backbone_out")(backbone(x))
     x = keras.layers.Dropout(dropout, name="head_dropout")(x)
     outputs = keras.layers.Dense(num_classes, kernel_constraint=constraint, name="logits")(x)
     return keras.Model(inputs, outputs, name=name)
@@ -308,7 +310,7 @@ def convengers(num_classes=200, input_shape=(64, 64, 3), *, normalization="image
     for index, units in enumerate(head_units, start=1):
         x = keras.layers.Dense(int(units), use_bias=False, kernel_constraint=constraint, name=f"head_dense{index}")(x)
         x = options["norm_layer"](name=f"head_bn{index}")(x)
-        x = keras.layers.ReLU(name=f"head_relu{index}")(x)
+        x = keras.layers.ReLU(name=f"head_block{index}_out")(x)
         x = keras.layers.Dropout(dropout, name=f"head_dropout{index}")(x)
     outputs = keras.layers.Dense(num_classes, kernel_constraint=constraint, name="head_logits")(x)
     return keras.Model(inputs, outputs, name="convengers")

@@ -12,7 +12,9 @@ import train as train_cli
 from common.run_folder import read_history
 from training.adversarial import AttackMix
 from training.parts import View, make_part
-from training.regularizers import LaplacianSmoothness, block_outputs, graph_smoothness, similarity_graph
+import models
+from training.regularizers import (REFERENCE_BATCH, LaplacianSmoothness, block_outputs, graph_smoothness,
+                                     similarity_graph)
 from training.wrapper import TrainingModel
 
 
@@ -91,7 +93,7 @@ def test_bad_options_raise_value_error(options, offending):
         make_part({"kind": "loss", "name": "laplacian_smoothness", **options})
 
 
-def test_the_term_is_gamma_times_the_mean_step_between_layers_on_the_clean_view_only():
+def test_the_term_is_gamma_to_the_m_times_the_mean_step_between_layers_on_the_clean_view_only():
     term = LaplacianSmoothness(gamma=0.5, power=1, layers=["a", "b", "c"])
     clean_labels = tf.constant([0, 1, 0, 1, 2, 2])
     clean = {name: relu_features(6, seed=seed) for seed, name in enumerate("abc")}
@@ -104,12 +106,50 @@ def test_the_term_is_gamma_times_the_mean_step_between_layers_on_the_clean_view_
                    "features": {"clean": clean, "adversarial": adversarial_features}}
         return float(term(None, views, outputs))
 
-    sigmas = [float(graph_smoothness(similarity_graph(clean[name]), clean_labels, 3, 1)) for name in "abc"]
+    # σ on the scale of the reference's batch of 100: (100 / 6)^(m + 1) with m = 1.
+    sigmas = [float(graph_smoothness(similarity_graph(clean[name]), clean_labels, 3, 1)) * (REFERENCE_BATCH / 6) ** 2
+              for name in "abc"]
     expected = 0.5 * (abs(sigmas[1] - sigmas[0]) + abs(sigmas[2] - sigmas[1])) / 2
     first = value({name: relu_features(4, seed=10 + seed) for seed, name in enumerate("abc")})
     second = value({name: relu_features(4, seed=20 + seed) * 5 for seed, name in enumerate("abc")})
     np.testing.assert_allclose([first, second], [expected, expected], rtol=1e-5)
     np.testing.assert_allclose(float(term.metrics[0].result()), sigmas[0], rtol=1e-5)
+
+
+@pytest.mark.parametrize("power", [1, 2])
+def test_the_term_does_not_change_when_the_batch_is_repeated(power):
+    """σ grows as B^(m+1); rescaled to a batch of 100 the same images give the same term at any batch size,
+    and γ enters as γ^m (the reference code's loss / (1 / γ)^m)."""
+    term = LaplacianSmoothness(gamma=0.1, power=power, layers=["a", "b"])
+    labels = np.array([0, 1, 2, 0, 1, 2, 2, 0])
+    features = {name: relu_features(8, seed=seed) for seed, name in enumerate("ab")}
+
+    def value(copies):
+        views = {"clean": View("clean", tf.zeros((8 * copies, 1)), tf.constant(np.tile(labels, copies)))}
+        outputs = {"clean": tf.zeros((8 * copies, 3)),
+                   "features": {"clean": {name: np.concatenate([f] * copies) for name, f in features.items()}}}
+        return float(term(None, views, outputs))
+
+    raw = [float(graph_smoothness(similarity_graph(features[name]), labels, 3, power)) for name in "ab"]
+    expected = 0.1 ** power * abs(raw[1] - raw[0]) * (REFERENCE_BATCH / 8) ** (power + 1)
+    np.testing.assert_allclose([value(1), value(2), value(4)], [expected] * 3, rtol=1e-4)
+
+
+# One builder per naming scheme in the fast tier; the others (seconds to minutes each to build) in the slow one.
+FAST_TO_BUILD = {"alphanet_v4", "resnet18_maxpool", "cis680_deep_residual"}
+
+
+@pytest.mark.parametrize("name", [name if name in FAST_TO_BUILD else pytest.param(name, marks=pytest.mark.slow)
+                                  for name in models.names()])
+def test_every_zoo_model_has_default_smoothness_layers(name):
+    options = {"weights": "none", "backbone_size": 75} if name.endswith("_transfer") or name == "convengers" else {}
+    model = models.build(name, num_classes=3, input_shape=(32, 32, 3), **options)
+    term = LaplacianSmoothness(gamma=0.01)
+    term.bind(model)
+    assert len(term.feature_layers) >= 2
+    names = [layer.name for layer in model.layers]
+    assert [names.index(layer) for layer in term.feature_layers] == sorted(names.index(layer)
+                                                                         for layer in term.feature_layers)
 
 
 def test_with_noise_training_the_term_sees_only_the_images_left_clean():

@@ -11,10 +11,19 @@ IMT report trains it. For each chosen layer, within the batch:
     σ_l = trace(Yᵀ Lᵐ Y), Y the one-hot labels                               (B, C)
 
 σ_l measures how much the class indicator varies over the similarity graph of layer l (for m = 1 it
-is the sum of W_ij over ordered pairs with different labels). The term is γ · mean over consecutive
+is the sum of W_ij over ordered pairs with different labels). The term is γᵐ · mean over consecutive
 layers of |σ_{l+1} − σ_l|, so the representation separates the classes gradually, not in one jump.
-Only the clean view enters it: the images an attack or noise replaced are left out (the IMT report's
-fix for adversarial data augmentation). Each σ_l is logged as the metric ``sigma_<layer>``.
+
+Scale. The authors' reference code (github.com/cadurosar/laplacian_networks) adds the raw mean step
+divided by (1/γ)ᵐ, i.e. weighted γᵐ, always on batches of 100. σ_l grows as B^(m+1) with the batch
+size B (a row of Lᵐ Y sums m products of B-term sums), so here σ_l is rescaled by (100 / B)^(m+1):
+at B = 100 the term equals the reference's, and the same γ means the same strength at any batch size
+(and with any share of the batch replaced by an attack). The logged ``sigma_<layer>`` are rescaled too.
+Only the clean view enters the term: the images an attack or noise replaced are left out (the IMT
+report's fix for adversarial data augmentation).
+
+Default layers: every layer named ``*_out`` (each zoo builder names its block outputs so); a model with
+a single one (the transfer models' ``backbone_out``) adds its output layer, so the term always has a step.
 """
 from __future__ import annotations
 
@@ -25,6 +34,8 @@ from common import checks
 from training.parts import register_part
 
 BLOCK_OUTPUT_SUFFIX = "_out"
+# Lassance et al.'s reference code trains on batches of 100; σ is rescaled to that batch (module docstring).
+REFERENCE_BATCH = 100
 
 
 def similarity_graph(features, k: int | None = None):
@@ -63,16 +74,26 @@ def graph_smoothness(adjacency, labels, num_classes, power: int = 1):
 
 
 def block_outputs(model: keras.Model) -> list[str]:
-    """Names of the model's block outputs (layers named ``*_out``: the activation after each residual add
-    or conv block in the zoo's builders), in model order."""
-    return [layer.name for layer in model.layers if layer.name.endswith(BLOCK_OUTPUT_SUFFIX)]
+    """The smoothness term's default layers, in model order: the block outputs (layers named ``*_out``: the
+    activation or pool ending each block in the zoo's builders), plus the output layer when there is just
+    one block output (the transfer models: backbone features, then logits)."""
+    names = [layer.name for layer in model.layers if layer.name.endswith(BLOCK_OUTPUT_SUFFIX)]
+    if len(names) == 1:
+        names.append(model.layers[-1].name)
+    return names
+
+
+def batch_rescaled(sigma, batch, power: int):
+    """σ of a batch of ``batch`` images on the scale of a batch of REFERENCE_BATCH: σ · (100 / B)^(m+1)."""
+    return sigma * (REFERENCE_BATCH / tf.cast(batch, tf.float32)) ** (power + 1)
 
 
 @register_part("loss", "laplacian_smoothness")
 class LaplacianSmoothness:
-    """γ · mean_l |σ_{l+1} − σ_l| over the chosen layers on the clean view (see the module docstring).
+    """γᵐ · mean_l |σ_{l+1} − σ_l| over the chosen layers on the clean view, σ on the scale of a batch of
+    100 (see the module docstring).
 
-    gamma: weight γ > 0 (the IMT report: 0.01 with m = 2, or 0.001 with m = 1).
+    gamma: γ > 0, as the reference code and the IMT report use it (0.01 with m = 2, or 0.001 with m = 1).
     power: m, the Laplacian's power (a positive integer).
     k: keep the k most similar neighbours per image; None keeps the full graph.
     layers: layer names; empty means every block output (``*_out``), resolved by ``bind(model)``.
@@ -105,8 +126,11 @@ class LaplacianSmoothness:
             self.metrics = [keras.metrics.Mean(name=f"sigma_{name}") for name in layers]
 
     def sigmas(self, features: dict, labels, num_classes: int) -> list:
-        """σ_l per chosen layer: float32 scalars. features: {layer: (B, ...)}; labels: int (B,)."""
-        return [graph_smoothness(similarity_graph(features[name], self.k), labels, num_classes, self.power)
+        """σ_l per chosen layer, rescaled to a batch of 100: float32 scalars. features: {layer: (B, ...)};
+        labels: int (B,)."""
+        batch = tf.size(labels)
+        return [batch_rescaled(graph_smoothness(similarity_graph(features[name], self.k), labels, num_classes,
+                                                self.power), batch, self.power)
                 for name in self.layers]
 
     def __call__(self, model, views, outputs):
@@ -116,4 +140,4 @@ class LaplacianSmoothness:
         for metric, sigma in zip(self.metrics, sigmas):
             metric.update_state(tf.stop_gradient(sigma))
         steps = [tf.abs(after - before) for before, after in zip(sigmas[:-1], sigmas[1:])]
-        return self.gamma * tf.add_n(steps) / len(steps)
+        return self.gamma ** self.power * tf.add_n(steps) / len(steps)

@@ -1,0 +1,161 @@
+"""The bench: train and evaluate the tables' configurations on one protocol, run by run, resumable.
+
+    python -m experiments.bench imt --data ../shared/data/tiny-imagenet-200
+    python -m experiments.bench imt xie robustness --seeds 0 1 2 --data ../shared/data/tiny-imagenet-200
+    python -m experiments.bench imt xie robustness --table-only
+
+Configurations, tables and the protocol are in experiments/robust_methods.py. Every (configuration, seed)
+is trained with train.py into runs/bench/<config>-s<seed> and evaluated with evaluate.py; its numbers
+(never the model) go to the committed record results/bench/runs.json with the commands, the commit and
+the CPU seconds of each stage. A stage with a record is never run again, so a later session on another
+machine continues where this one stopped; an interrupted training resumes from its run folder. Order:
+seed by seed, the baseline first, so a partial bench has seed 0 of every row; AutoAttack (far the
+costliest) runs in a second pass unless --no-autoattack. Tables go to results/bench/<table>.md.
+"""
+from __future__ import annotations
+
+import argparse
+import pathlib
+import resource
+import shlex
+import subprocess
+import sys
+
+from common import checks
+from common.cli import run_cli
+from common.run_folder import read_json, write_json, write_text
+from experiments.robust_methods import CLASSES, CONFIGS, EVALUATIONS, PROTOCOL, TABLES, columns, render
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+RECORDS = ROOT / "results" / "bench" / "runs.json"
+
+
+def child_cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def run(command: list[str], log: pathlib.Path) -> tuple[int, float]:
+    """Run a project script from the repository root (output appended to ``log``): (status, CPU seconds)."""
+    print("$ python " + shlex.join(command), flush=True)
+    before = child_cpu_seconds()
+    with open(log, "a") as handle:
+        status = subprocess.run([sys.executable, *command], cwd=ROOT, stdout=handle, stderr=subprocess.STDOUT).returncode
+    return status, child_cpu_seconds() - before
+
+
+def commit() -> str:
+    result = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True)
+    return result.stdout.strip() or "unknown"
+
+
+def train_command(config: str, seed: int, data: str, run_dir: str) -> list[str]:
+    return ["train.py", *PROTOCOL, "--data", data, *CONFIGS[config][1], "--seed", str(seed), "--run-dir", run_dir]
+
+
+def evaluate_command(run_dir: str, file: str, stage: str, data: str) -> list[str]:
+    # A bare model file carries no data settings: name the run's.
+    target = f"{run_dir}/{file}" if file else run_dir
+    extra = ["--data", data, "--classes", str(CLASSES)] if file else []
+    return ["evaluate.py", target, *extra, *EVALUATIONS[stage]]
+
+
+def bench_run(config: str, seed: int, stage: str, args, records: dict) -> None:
+    """Bring one (config, seed) through ``stage`` ("train", "core" or "autoattack"), saving its record."""
+    key = f"{config}-s{seed}"
+    record = records.setdefault(key, {"config": config, "seed": seed, "commands": {}, "cpu_seconds": {},
+                                      "numbers": {}})
+    if stage in record["cpu_seconds"]:
+        return
+    run_dir = f"{args.runs}/{key}"
+    log = ROOT / f"{run_dir}.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    if stage == "train":
+        resume = (ROOT / run_dir / "config.json").exists()
+        command = ["train.py", "--resume", run_dir] if resume else train_command(config, seed, args.data, run_dir)
+        status, seconds = run(command, log)
+        if status != 0:
+            raise RuntimeError(f"training {key} failed (status {status}); see {log}")
+        metrics = read_json(ROOT / run_dir / "metrics.json")
+        record["commit"] = commit()
+        record["commands"]["train"] = "python " + shlex.join(train_command(config, seed, args.data, run_dir))
+        record["numbers"]["model.keras"] = {"val top-1": metrics["val_top1"]}
+        record["training"] = {key: metrics[key] for key in ("epochs", "best_epoch", "final_train_accuracy")}
+    else:
+        seconds, commands = 0.0, []
+        for file in CONFIGS[config][2]:
+            command = evaluate_command(run_dir, file, stage, args.data)
+            # evaluate.py writes robustness.json into a run (<stem>-robustness.json beside a model file); the
+            # previous stage's is removed first so that only this stage's can be read.
+            found = ROOT / run_dir / (f"{pathlib.Path(file).stem}-robustness.json" if file else "robustness.json")
+            found.unlink(missing_ok=True)
+            status, spent = run(command, log)
+            seconds += spent
+            # Exit status 1 is a failed sanity check: the record is written and kept, its checks say so.
+            if status not in (0, 1) or not found.exists():
+                raise RuntimeError(f"evaluation {stage} of {key}/{file or 'model.keras'} failed; see {log}")
+            result = read_json(found)
+            numbers = record["numbers"].setdefault(file or "model.keras", {})
+            numbers.update(columns(stage, result))
+            if file and stage == "core":
+                numbers["val top-1"] = result["clean"]
+            record.setdefault("checks_passed", {})[f"{file or 'model.keras'} {stage}"] = all(
+                check["passed"] for check in result["checks"])
+            commands.append("python " + shlex.join(command))
+        record["commands"][stage] = commands
+    record["cpu_seconds"][stage] = round(seconds, 1)
+    write_json(RECORDS, records)
+
+
+def check_arguments(args) -> None:
+    """Everything a long bench needs, checked before its first run."""
+    for seed in args.seeds:
+        checks.non_negative_int("seed", seed)
+    if len(set(args.seeds)) != len(args.seeds):
+        raise ValueError(f"--seeds repeats a seed. Received: {args.seeds}")
+    if args.table_only:
+        return
+    if not pathlib.Path(args.data).exists():
+        raise FileNotFoundError(f"--data {args.data}: no such file or folder")
+    from data.datasets import load_dataset  # reading the val split proves the data is usable
+    val = load_dataset("tiny-imagenet", "val", root=args.data, classes=CLASSES)
+    if len(val) != 50 * CLASSES:
+        raise ValueError(f"--data {args.data}: expected {50 * CLASSES} val images, found {len(val)}")
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("tables", nargs="+", choices=sorted(TABLES), help="tables to run, in this order")
+    parser.add_argument("--data", default="../shared/data/tiny-imagenet-200", help="Tiny ImageNet folder or zip")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="seeds (default: 0 1 2)")
+    parser.add_argument("--runs", default="runs/bench", help="parent of the run folders (default: runs/bench)")
+    parser.add_argument("--no-autoattack", action="store_true", help="skip the AutoAttack pass")
+    parser.add_argument("--table-only", action="store_true", help="rebuild the tables from the records; run nothing")
+    args = parser.parse_args(argv)
+    check_arguments(args)
+    records = read_json(RECORDS) if RECORDS.exists() else {}
+    if not args.table_only:
+        order = list(dict.fromkeys(config for name in args.tables for config in TABLES[name]["rows"]))
+        for seed in args.seeds:
+            for config in order:
+                for stage in ("train", "core"):
+                    bench_run(config, seed, stage, args, records)
+                write_tables(records)
+        for seed in [] if args.no_autoattack else args.seeds:
+            for config in order:
+                bench_run(config, seed, "autoattack", args, records)
+                write_tables(records)
+    write_tables(records)
+    return 0
+
+
+def write_tables(records: dict) -> None:
+    for name in TABLES:
+        path = RECORDS.parent / f"{name}.md"
+        write_text(path, render(name, records, f"python -m experiments.bench {name} --table-only"))
+    print(f"wrote {RECORDS.parent}/{{{','.join(TABLES)}}}.md", flush=True)
+
+
+if __name__ == "__main__":
+    sys.exit(run_cli(main))
