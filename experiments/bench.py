@@ -71,11 +71,13 @@ def bench_run(config: str, seed: int, stage: str, args, records: dict) -> None:
     log = ROOT / f"{run_dir}.log"
     log.parent.mkdir(parents=True, exist_ok=True)
     if stage == "train":
-        resume = (ROOT / run_dir / "config.json").exists()
-        command = ["train.py", "--resume", run_dir] if resume else train_command(config, seed, args.data, run_dir)
-        status, seconds = run(command, log)
-        if status != 0:
-            raise RuntimeError(f"training {key} failed (status {status}); see {log}")
+        seconds = None  # a run folder trained before this bench saw it: its CPU time is not known here
+        if not (ROOT / run_dir / "metrics.json").exists():
+            resume = (ROOT / run_dir / "config.json").exists()
+            command = ["train.py", "--resume", run_dir] if resume else train_command(config, seed, args.data, run_dir)
+            status, seconds = run(command, log)
+            if status != 0:
+                raise RuntimeError(f"training {key} failed (status {status}); see {log}")
         metrics = read_json(ROOT / run_dir / "metrics.json")
         record["commit"] = commit()
         record["commands"]["train"] = "python " + shlex.join(train_command(config, seed, args.data, run_dir))
@@ -103,7 +105,7 @@ def bench_run(config: str, seed: int, stage: str, args, records: dict) -> None:
                 check["passed"] for check in result["checks"])
             commands.append("python " + shlex.join(command))
         record["commands"][stage] = commands
-    record["cpu_seconds"][stage] = round(seconds, 1)
+    record["cpu_seconds"][stage] = None if seconds is None else round(seconds, 1)
     write_json(RECORDS, records)
 
 

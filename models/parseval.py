@@ -27,6 +27,7 @@ from __future__ import annotations
 import math
 
 import keras
+import numpy as np
 
 from common.checks import real_in_range
 
@@ -104,6 +105,22 @@ class ParsevalConstraint(keras.constraints.Constraint):
 
     def get_config(self):
         return {"beta": self.beta, "rows": self.rows, "seed": self.seed}
+
+
+def tight_frame(kernel):
+    """The Parseval tight frame nearest to ``kernel``: every singular value of the unfolded, scaled matrix M
+    set to 1 (M = U S Vᵀ becomes U Vᵀ, its polar factor), folded back to the kernel's shape and dtype.
+
+    Training starts here. The retraction only moves singular values by β s (1 − s²) per update, so a
+    kernel initialised far from a frame (He-normal rows are ~4x longer than a frame's 3x3 rows) shrinks over
+    hundreds of updates, and the BatchNormalization after it keeps moving statistics of a scale that no
+    longer exists: the model trains on batch statistics yet predicts one class at inference (measured:
+    33.6 % with batch statistics, 10.8 % with the moving ones, results/imt/notes.md).
+    """
+    dtype = kernel.dtype
+    matrix, scale = _unfold(keras.ops.cast(keras.ops.convert_to_tensor(kernel), "float32"))
+    u, _, v = np.linalg.svd(keras.ops.convert_to_numpy(matrix) * scale, full_matrices=False)
+    return keras.ops.cast(_fold(keras.ops.convert_to_tensor((u @ v) / scale), tuple(kernel.shape)), dtype)
 
 
 def parseval_deviation(kernel) -> float:

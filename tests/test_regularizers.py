@@ -8,13 +8,16 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+import models
 import train as train_cli
 from common.run_folder import read_history
+from models.options import batch_norm
+from models.parseval import ParsevalConstraint, parseval_deviation, tight_frame
 from training.adversarial import AttackMix
+from training.callbacks import ParsevalDeviation
 from training.parts import View, make_part
-import models
 from training.regularizers import (REFERENCE_BATCH, LaplacianSmoothness, block_outputs, graph_smoothness,
-                                     similarity_graph)
+                                   similarity_graph)
 from training.wrapper import TrainingModel
 
 
@@ -196,3 +199,49 @@ def test_parseval_run_logs_a_small_deviation_that_does_not_grow(tmp_path):
     deviations = [row["parseval_deviation"] for row in read_history(run_dir / "history.csv")]
     assert len(deviations) == 3 and all(np.isfinite(deviations))
     assert deviations[-1] <= deviations[0] * 1.05 or deviations[-1] < 0.1
+
+
+@pytest.mark.parametrize("shape", [(3, 3, 8, 16), (1, 1, 16, 8), (32, 10), (7, 7, 3, 64)])
+def test_tight_frame_sets_every_singular_value_of_the_scaled_kernel_to_one(shape):
+    kernel = keras.initializers.HeNormal(seed=0)(shape)
+    frame = np.asarray(tight_frame(kernel))
+    assert frame.shape == shape and frame.dtype == np.float32
+    scale = np.sqrt(np.prod(shape[:-2])) if len(shape) > 2 else 1.0
+    matrix = frame.reshape(-1, shape[-1]).T * scale
+    np.testing.assert_allclose(np.linalg.svd(matrix, compute_uv=False), 1.0, atol=1e-4)
+
+
+def parseval_net(num_classes=3):
+    """Two Parseval conv-BN-ReLU blocks (He-normal kernels, the zoo's BN) and a Parseval Dense head."""
+    constraint = ParsevalConstraint(beta=0.01)
+    inputs = keras.Input((8, 8, 3))
+    x = inputs
+    for index in (1, 2):
+        x = keras.layers.Conv2D(8, 3, padding="same", use_bias=False, kernel_initializer="he_normal",
+                                kernel_constraint=constraint, name=f"conv{index}")(x)
+        x = batch_norm(name=f"bn{index}")(x)
+        x = keras.layers.ReLU()(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    return keras.Model(inputs, keras.layers.Dense(num_classes, kernel_constraint=constraint, name="logits")(x))
+
+
+def test_parseval_training_starts_at_tight_frames_and_a_resumed_one_keeps_its_weights():
+    """A He-normal kernel is far from a frame (deviation > 1); left to the retraction it shrinks over hundreds
+    of updates while BN's moving statistics lag behind (a model then predicts one class at inference)."""
+    model = parseval_net()
+    kernels = [model.get_layer(name).kernel for name in ("conv1", "conv2", "logits")]
+    assert min(parseval_deviation(kernel) for kernel in kernels) > 0.5
+    model.compile(optimizer=keras.optimizers.Adam(1e-3),
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    x = np.random.default_rng(0).random((16, 8, 8, 3), dtype=np.float32)
+    y = np.arange(16) % 3
+    model.fit(x, y, batch_size=16, epochs=1, verbose=0, callbacks=[ParsevalDeviation()])
+    assert max(parseval_deviation(kernel) for kernel in kernels) < 0.05
+    resumed = [np.asarray(kernel) * 2 for kernel in kernels]  # counts as restored weights: iterations is 1
+    for kernel, value in zip(kernels, resumed):
+        kernel.assign(value)
+    callback = ParsevalDeviation()
+    callback.set_model(model)
+    callback.on_train_begin()
+    for kernel, value in zip(kernels, resumed):
+        np.testing.assert_array_equal(np.asarray(kernel), value)

@@ -53,14 +53,32 @@ class ResumableReduceLROnPlateau(_ReplaysFinishedEpochs, keras.callbacks.ReduceL
 
 
 class ParsevalDeviation(keras.callbacks.Callback):
-    """Logs ``parseval_deviation``: the mean over constrained kernels of ‖WWᵀ − I‖_F / ‖I‖_F at the end of
-    each epoch, so a user sees the Parseval retraction work in history.csv (put it before CSVLogger)."""
+    """Starts a Parseval network at tight frames and logs how far it stays from them.
+
+    Before the first update of a fresh run every constrained kernel is replaced by its nearest tight frame
+    (``models.parseval.tight_frame``; a resumed run keeps its restored weights), so the retraction only has
+    to hold the frame and the norm layers' moving statistics see one scale all along. At the end of each
+    epoch ``parseval_deviation`` (the mean over constrained kernels of ‖WWᵀ − I‖_F / ‖I‖_F) goes into the
+    logs, so a user sees the retraction work in history.csv (put it before CSVLogger)."""
+
+    def _kernels(self):
+        from models.parseval import ParsevalConstraint
+
+        return [layer.kernel for layer in _layers(self.model)
+                if isinstance(getattr(layer, "kernel_constraint", None), ParsevalConstraint)]
+
+    def on_train_begin(self, logs=None):
+        from models.parseval import tight_frame
+
+        # A resumed run's optimizer has counted its updates (BackupAndRestore restores it and the weights).
+        if int(keras.ops.convert_to_numpy(self.model.optimizer.iterations)) == 0:
+            for kernel in self._kernels():
+                kernel.assign(tight_frame(kernel))
 
     def on_epoch_end(self, epoch, logs=None):
-        from models.parseval import ParsevalConstraint, parseval_deviation
+        from models.parseval import parseval_deviation
 
-        kernels = [layer.kernel for layer in _layers(self.model)
-                   if isinstance(getattr(layer, "kernel_constraint", None), ParsevalConstraint)]
+        kernels = self._kernels()
         if logs is not None and kernels:
             logs["parseval_deviation"] = sum(parseval_deviation(kernel) for kernel in kernels) / len(kernels)
 

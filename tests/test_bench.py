@@ -1,0 +1,83 @@
+"""The bench: records that are never redone, tables with paired differences, arguments checked first."""
+from __future__ import annotations
+
+import argparse
+import json
+
+import numpy as np
+import pytest
+
+from common.cli import run_cli
+from experiments import bench
+from experiments.robust_methods import EPS, SNRS, paired, render
+
+
+def robustness_record(clean):
+    return {"clean": clean, "snr": {snr: {"snr": clean / 2} for snr in SNRS},
+            "eps": {eps: {"pgd": clean / 4, "autoattack": clean / 5} for eps in EPS}, "checks": [{"passed": True}]}
+
+
+@pytest.fixture
+def fake_scripts(tmp_path, monkeypatch):
+    """bench.run replaced by a stand-in that writes what train.py / evaluate.py would, and counts calls."""
+    calls = []
+    monkeypatch.setattr(bench, "ROOT", tmp_path)
+    monkeypatch.setattr(bench, "RECORDS", tmp_path / "results" / "bench" / "runs.json")
+    monkeypatch.setattr(bench, "commit", lambda: "abc")
+
+    def run(command, log):
+        calls.append(command)
+        run_dir = tmp_path / (command[2] if command[1] == "--resume" else command[command.index("--run-dir") + 1]
+                              if command[0] == "train.py" else command[1])
+        run_dir.mkdir(parents=True, exist_ok=True)
+        if command[0] == "train.py":
+            seed = int(command[command.index("--seed") + 1])
+            (run_dir / "metrics.json").write_text(json.dumps({"val_top1": 0.5 + seed / 100, "epochs": 9,
+                                                              "best_epoch": 7, "final_train_accuracy": 0.8}))
+        else:
+            (run_dir / "robustness.json").write_text(json.dumps(robustness_record(0.6)))
+        return 0, 12.5
+
+    monkeypatch.setattr(bench, "run", run)
+    return calls
+
+
+def test_a_stage_with_a_record_is_never_run_again(fake_scripts):
+    args = argparse.Namespace(runs="runs/bench", data="data")
+    records = {}
+    for stage in ("train", "core", "train", "core"):
+        bench.bench_run("da", 0, stage, args, records)
+    assert [command[0] for command in fake_scripts] == ["train.py", "evaluate.py"]
+    saved = json.loads(bench.RECORDS.read_text())["da-s0"]
+    assert saved["cpu_seconds"] == {"train": 12.5, "core": 12.5} and saved["commit"] == "abc"
+    assert saved["numbers"]["model.keras"]["val top-1"] == 0.5
+    assert saved["numbers"]["model.keras"]["PGD-10 4/255"] == pytest.approx(0.15)
+    # A new process (a new machine with the committed records) runs nothing either.
+    bench.bench_run("da", 0, "core", args, json.loads(bench.RECORDS.read_text()))
+    assert len(fake_scripts) == 2
+
+
+def test_paired_difference_and_its_standard_error():
+    mean, error, pairs = paired({0: 50.0, 1: 60.0, 2: 55.0}, {0: 52.0, 1: 61.0, 3: 90.0})
+    assert (mean, pairs) == (1.5, 2) and error == pytest.approx(np.std([2.0, 1.0], ddof=1) / np.sqrt(2))
+    assert paired({0: 50.0}, {1: 40.0})[2] == 0
+
+
+def test_table_shows_counts_spread_and_paired_differences():
+    def record(config, seed, top1):
+        return {"config": config, "seed": seed, "cpu_seconds": {"train": 3600.0, "core": None},
+                "numbers": {"model.keras": {"val top-1": top1}}}
+    records = {f"{c}-s{s}": record(c, s, v) for c, s, v in
+               [("da", 0, 0.60), ("da", 1, 0.62), ("smooth-da", 0, 0.58), ("smooth-da", 1, 0.59)]}
+    text = render("imt", records, "python -m experiments.bench imt --table-only")
+    assert "| da (flip and shift) | 2 | 61.0 ± 1.4 |" in text
+    assert "| Smooth + da (γ 0.01, m 2) | -2.5 ± 0.5 (2) |" in text
+    assert "| vanilla (no augmentation) | 0 | – |" in text
+    assert "4.0 CPU hours over 4 runs, 4 stage(s) trained outside the bench not counted" in text
+
+
+@pytest.mark.parametrize("argv, message", [(["imt", "--seeds", "0", "0"], "repeats a seed"),
+                                           (["imt", "--data", "/nowhere/tiny"], "/nowhere/tiny")])
+def test_bad_arguments_stop_before_any_run(fake_scripts, capsys, argv, message):
+    assert run_cli(bench.main, argv) == 2
+    assert message in capsys.readouterr().err and not fake_scripts and not bench.RECORDS.exists()
