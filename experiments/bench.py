@@ -115,6 +115,10 @@ def check_arguments(args) -> None:
         checks.non_negative_int("seed", seed)
     if len(set(args.seeds)) != len(args.seeds):
         raise ValueError(f"--seeds repeats a seed. Received: {args.seeds}")
+    known = {config for name in args.tables for config in TABLES[name]["rows"]}
+    unknown = sorted(set(args.configs or ()) - known)
+    if unknown:
+        raise ValueError(f"--configs {' '.join(unknown)}: not in the tables {args.tables}; known: {', '.join(sorted(known))}")
     if args.table_only:
         return
     if not pathlib.Path(args.data).exists():
@@ -132,13 +136,16 @@ def main(argv=None) -> int:
     parser.add_argument("--data", default="../shared/data/tiny-imagenet-200", help="Tiny ImageNet folder or zip")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="seeds (default: 0 1 2)")
     parser.add_argument("--runs", default="runs/bench", help="parent of the run folders (default: runs/bench)")
+    parser.add_argument("--configs", nargs="+", metavar="CONFIG",
+                        help="run only these configurations of the tables (e.g. to share a bench between machines)")
     parser.add_argument("--no-autoattack", action="store_true", help="skip the AutoAttack pass")
     parser.add_argument("--table-only", action="store_true", help="rebuild the tables from the records; run nothing")
     args = parser.parse_args(argv)
     check_arguments(args)
     records = read_json(RECORDS) if RECORDS.exists() else {}
     if not args.table_only:
-        order = list(dict.fromkeys(config for name in args.tables for config in TABLES[name]["rows"]))
+        order = [config for config in dict.fromkeys(config for name in args.tables for config in TABLES[name]["rows"])
+                 if not args.configs or config in args.configs]
         for seed in args.seeds:
             for config in order:
                 for stage in ("train", "core"):

@@ -77,7 +77,8 @@ def test_table_shows_counts_spread_and_paired_differences():
 
 
 @pytest.mark.parametrize("argv, message", [(["imt", "--seeds", "0", "0"], "repeats a seed"),
-                                           (["imt", "--data", "/nowhere/tiny"], "/nowhere/tiny")])
+                                           (["imt", "--data", "/nowhere/tiny"], "/nowhere/tiny"),
+                                           (["xie", "--configs", "smooth-da"], "--configs smooth-da")])
 def test_bad_arguments_stop_before_any_run(fake_scripts, capsys, argv, message):
     assert run_cli(bench.main, argv) == 2
     assert message in capsys.readouterr().err and not fake_scripts and not bench.RECORDS.exists()
