@@ -72,6 +72,7 @@ def bench_run(config: str, seed: int, stage: str, args, records: dict) -> None:
     log.parent.mkdir(parents=True, exist_ok=True)
     if stage == "train":
         seconds = None  # a run folder trained before this bench saw it: its CPU time is not known here
+        record["commit"] = commit()  # the code the run trains with
         if not (ROOT / run_dir / "metrics.json").exists():
             resume = (ROOT / run_dir / "config.json").exists()
             command = ["train.py", "--resume", run_dir] if resume else train_command(config, seed, args.data, run_dir)
@@ -79,7 +80,6 @@ def bench_run(config: str, seed: int, stage: str, args, records: dict) -> None:
             if status != 0:
                 raise RuntimeError(f"training {key} failed (status {status}); see {log}")
         metrics = read_json(ROOT / run_dir / "metrics.json")
-        record["commit"] = commit()
         record["commands"]["train"] = "python " + shlex.join(train_command(config, seed, args.data, run_dir))
         record["numbers"]["model.keras"] = {"val top-1": metrics["val_top1"]}
         record["training"] = {key: metrics[key] for key in ("epochs", "best_epoch", "final_train_accuracy")}

@@ -12,15 +12,21 @@ with a convex combination (non-negative weights summing to 1) instead of a sum, 
 1-Lipschitz.
 The IMT report trains its "Psv" networks with beta = 0.01, this module's default.
 
-Unfolding and scaling. A kernel of shape (k_h, k_w, c_in, c_out) (or (c_in, c_out) for Dense) is
-unfolded to the matrix W of shape (c_out, k_h k_w c_in): one row per output channel. A convolution
-applies W to every k_h x k_w patch, and each input pixel lies in up to k_h k_w patches, so
-||conv(x)|| <= sqrt(k_h k_w) ||W||_2 ||x||. This module follows the paper's Lipschitz argument and
-retracts the scaled matrix M = sqrt(k_h k_w) W (then divides the scale back out): a converged kernel
-has orthonormal rows of M, i.e. a convolution with operator norm at most 1. Dense kernels are unscaled.
-When a layer has more output channels than its rows are long (a 3x3x3x64 stem: 64 rows of length 27)
-the rows cannot be orthonormal; the retraction then drives the singular values to 1 (W^T W = I) and
-``parseval_deviation`` stays above 0.
+Unfolding. A kernel of shape (k_h, k_w, c_in, c_out) (or (c_in, c_out) for Dense) is unfolded to the
+matrix W of shape (c_out, k_h k_w c_in): one row per output channel, retracted as it is, as the authors'
+reference code does (and Lassance et al.'s, which the IMT report follows). A convolution applies W to every
+k_h x k_w patch and each input pixel lies in up to k_h k_w patches, so such a layer is sqrt(k_h k_w)-
+Lipschitz, not 1; retracting sqrt(k_h k_w) W instead would make it 1-Lipschitz, but holds every 3x3 kernel 3
+times (a 7x7 stem 7 times) smaller than its He initialisation, where each Adam update moves it by a
+correspondingly larger fraction and the BatchNormalization after it cannot keep its moving statistics up:
+measured, that variant predicted 18.2 % of val images right in inference mode against 38.6 % with batch
+statistics, the unscaled one 31.6 % against 37.0 % (results/imt/notes.md). A batch-normalised network is
+not 1-Lipschitz either way. When a layer has more output channels than its rows are long (a 1x1 shortcut
+from 64 to 128 channels) the rows cannot be orthonormal; the retraction then drives the singular values to 1
+(W^T W = I) and ``parseval_deviation`` stays above 0.
+
+A fresh training run starts from tight frames (``tight_frame``, applied by training.callbacks.ParsevalDeviation
+before the first update), so the retraction only has to hold them.
 """
 from __future__ import annotations
 
@@ -35,12 +41,11 @@ DEFAULT_BETA = 0.01
 
 
 def _unfold(kernel):
-    """(rows = output channels, columns) matrix of ``kernel`` and the scale sqrt(k_h k_w) (1 for Dense)."""
+    """The (rows = output channels, columns) matrix of ``kernel``."""
     shape = tuple(kernel.shape)
     if len(shape) < 2:
         raise ValueError(f"A Parseval kernel needs at least 2 dimensions. Received: kernel.shape={shape}")
-    scale = math.sqrt(math.prod(shape[:-2]))
-    return keras.ops.transpose(keras.ops.reshape(kernel, (-1, shape[-1]))), scale
+    return keras.ops.transpose(keras.ops.reshape(kernel, (-1, shape[-1])))
 
 
 def _fold(matrix, shape):
@@ -51,8 +56,7 @@ def retract(matrix, beta=DEFAULT_BETA):
     """One Parseval retraction of a (rows, columns) matrix M: (1 + beta) M - beta M M^T M.
 
     The update maps a singular value s to s + beta s (1 - s^2), which overshoots and diverges for s
-    above sqrt(1 + 2 / beta) (about 14 at beta = 0.01) -- where a He-initialised 7x7 stem starts once
-    scaled by 7. So a matrix whose largest singular value may exceed sqrt((1 + beta) / (3 beta)) (the
+    above sqrt(1 + 2 / beta) (about 14 at beta = 0.01). So a matrix whose largest singular value may exceed sqrt((1 + beta) / (3 beta)) (the
     range where the update is monotone: 5.8 at beta = 0.01) is first scaled down to it, using the bound
     s_max^2 <= max row sum of |M M^T|; a matrix near a Parseval frame (that bound near 1) is untouched.
     """
@@ -91,8 +95,7 @@ class ParsevalConstraint(keras.constraints.Constraint):
 
     def __call__(self, kernel):
         shape, dtype = tuple(kernel.shape), kernel.dtype
-        matrix, scale = _unfold(keras.ops.cast(kernel, "float32"))
-        matrix = matrix * scale
+        matrix = _unfold(keras.ops.cast(kernel, "float32"))
         if self.rows < 1.0:
             # Only the sampled rows are gathered, retracted among themselves and scattered back: the two
             # matrix products shrink by rows^2, which is what makes the sampled variant cheap.
@@ -101,32 +104,29 @@ class ParsevalConstraint(keras.constraints.Constraint):
             matrix = keras.ops.scatter_update(matrix, indices[:, None], retracted)
         else:
             matrix = retract(matrix, self.beta)
-        return keras.ops.cast(_fold(matrix / scale, shape), dtype)
+        return keras.ops.cast(_fold(matrix, shape), dtype)
 
     def get_config(self):
         return {"beta": self.beta, "rows": self.rows, "seed": self.seed}
 
 
 def tight_frame(kernel):
-    """The Parseval tight frame nearest to ``kernel``: every singular value of the unfolded, scaled matrix M
-    set to 1 (M = U S Vᵀ becomes U Vᵀ, its polar factor), folded back to the kernel's shape and dtype.
+    """The Parseval tight frame nearest to ``kernel``: every singular value of its unfolded matrix W set to 1
+    (W = U S Vᵀ becomes U Vᵀ, its polar factor), in the kernel's shape and dtype.
 
-    Training starts here. The retraction only moves singular values by β s (1 − s²) per update, so a
-    kernel initialised far from a frame (He-normal rows are ~4x longer than a frame's 3x3 rows) shrinks over
-    hundreds of updates, and the BatchNormalization after it keeps moving statistics of a scale that no
-    longer exists: the model trains on batch statistics yet predicts one class at inference (measured:
-    33.6 % with batch statistics, 10.8 % with the moving ones, results/imt/notes.md).
+    Training starts here. The retraction only moves a singular value by β s (1 − s²) per update, so a kernel
+    initialised away from a frame changes scale over hundreds of updates, and the BatchNormalization after it
+    keeps moving statistics of a scale that no longer exists: the old table's stalled Parseval seed trained
+    on batch statistics yet predicted 10.8 % of val images right at inference (33.6 % with batch statistics).
     """
-    dtype = kernel.dtype
-    matrix, scale = _unfold(keras.ops.cast(keras.ops.convert_to_tensor(kernel), "float32"))
-    u, _, v = np.linalg.svd(keras.ops.convert_to_numpy(matrix) * scale, full_matrices=False)
-    return keras.ops.cast(_fold(keras.ops.convert_to_tensor((u @ v) / scale), tuple(kernel.shape)), dtype)
+    matrix = _unfold(keras.ops.cast(keras.ops.convert_to_tensor(kernel), "float32"))
+    u, _, v = np.linalg.svd(keras.ops.convert_to_numpy(matrix), full_matrices=False)
+    return keras.ops.cast(_fold(keras.ops.convert_to_tensor(u @ v), tuple(kernel.shape)), kernel.dtype)
 
 
 def parseval_deviation(kernel) -> float:
-    """||M M^T - I||_F / ||I||_F for the unfolded, scaled kernel M (0 for a Parseval tight frame)."""
-    matrix, scale = _unfold(keras.ops.cast(keras.ops.convert_to_tensor(kernel), "float32"))
-    matrix = matrix * scale
+    """||W W^T - I||_F / ||I||_F for the unfolded kernel W (0 for a Parseval tight frame)."""
+    matrix = _unfold(keras.ops.cast(keras.ops.convert_to_tensor(kernel), "float32"))
     rows = matrix.shape[0]
     gram = keras.ops.matmul(matrix, keras.ops.transpose(matrix))
     return float(keras.ops.sqrt(keras.ops.sum(keras.ops.square(gram - keras.ops.eye(rows)))) / math.sqrt(rows))

@@ -167,14 +167,13 @@ def test_retraction_is_the_identity_on_orthonormal_rows():
     np.testing.assert_allclose(np.asarray(ParsevalConstraint()(dense_kernel)), dense_kernel, atol=1e-5)
 
 
-def test_conv_kernels_are_retracted_scaled_by_the_kernel_area():
-    # Orthonormal rows of sqrt(3 * 3) W: a Parseval convolution, left alone; W itself is not.
+def test_conv_kernels_are_retracted_as_their_unfolded_matrix():
+    # Orthonormal rows of the unfolded W (the reference code's convention): left alone; 3 W is not a frame.
     rows = orthonormal_rows(8, 3 * 3 * 4)
-    kernel = (rows / 3.0).T.reshape(3, 3, 4, 8)
+    kernel = rows.T.reshape(3, 3, 4, 8)
     assert parseval_deviation(kernel) < 1e-5
     np.testing.assert_allclose(np.asarray(ParsevalConstraint()(kernel)), kernel, atol=1e-6)
-    unscaled = rows.T.reshape(3, 3, 4, 8)
-    assert parseval_deviation(unscaled) > 1.0
+    assert parseval_deviation(3.0 * kernel) > 1.0
 
 
 def test_row_sampling_retracts_only_the_sampled_rows():
@@ -192,15 +191,15 @@ def test_row_sampling_retracts_only_the_sampled_rows():
 def test_row_sampling_retracts_the_sampled_rows_among_themselves():
     kernel = np.random.default_rng(4).normal(scale=0.5, size=(3, 3, 4, 12)).astype("float32")
     retracted = np.asarray(ParsevalConstraint(beta=0.05, rows=0.5, seed=1)(kernel))
-    rows = (kernel.reshape(-1, 12).T * 3.0, retracted.reshape(-1, 12).T * 3.0)  # scaled by sqrt(3 * 3)
+    rows = (kernel.reshape(-1, 12).T, retracted.reshape(-1, 12).T)
     changed = np.flatnonzero(~np.all(np.isclose(rows[1], rows[0], atol=1e-7), axis=1))
     assert len(changed) == 6
     np.testing.assert_allclose(rows[1][changed], np.asarray(retract(rows[0][changed], 0.05)), atol=1e-5)
 
 
-def test_retraction_converges_from_a_large_he_initialised_stem():
-    # Scaled by sqrt(7 * 7), this kernel's singular values (~17) lie where the plain update diverges.
-    kernel = keras.initializers.HeNormal(seed=0)((7, 7, 3, 64)).numpy()
+def test_retraction_converges_from_a_large_kernel():
+    # Singular values ~17 lie where the plain update diverges: the retraction scales the kernel down first.
+    kernel = 7.0 * keras.initializers.HeNormal(seed=0)((7, 7, 3, 64)).numpy()
     constraint = ParsevalConstraint()
     start = parseval_deviation(kernel)
     for _ in range(200):
