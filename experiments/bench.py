@@ -24,7 +24,8 @@ import sys
 from common import checks
 from common.cli import run_cli
 from common.run_folder import read_json, write_json, write_text
-from experiments.robust_methods import CLASSES, CONFIGS, EVALUATIONS, PROTOCOL, TABLES, columns, render
+from experiments.robust_methods import (CLASSES, CONFIGS, EVALUATIONS, PROTOCOL, TABLES, columns, render,
+                                        render_claims)
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 RECORDS = ROOT / "results" / "bench" / "runs.json"
@@ -163,7 +164,8 @@ def write_tables(records: dict) -> None:
     for name in TABLES:
         path = RECORDS.parent / f"{name}.md"
         write_text(path, render(name, records, f"python -m experiments.bench {name} --table-only"))
-    print(f"wrote {RECORDS.parent}/{{{','.join(TABLES)}}}.md", flush=True)
+    write_text(RECORDS.parent.parent / "claims.md", render_claims(records))
+    print(f"wrote {RECORDS.parent}/{{{','.join(TABLES)}}}.md and {RECORDS.parent.parent / 'claims.md'}", flush=True)
 
 
 if __name__ == "__main__":

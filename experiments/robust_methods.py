@@ -159,3 +159,62 @@ def render(name: str, records: dict, rebuild: str) -> str:
                                           else "") + " (per-run figures in [runs.json](runs.json)).", "",
               f"Rebuild from the records: `{rebuild}`; the commands of each run are in runs.json."]
     return "\n".join(lines) + "\n"
+
+
+# (claim, its source, table, configuration, the configuration it is compared with, column, expected sign of
+# configuration − comparison: +1, -1, or 0 for "no difference").
+CLAIMS = [
+    ("Data augmentation raises clean accuracy (49.1 → 62.4 %)", "IMT Table 2", "imt", "da", "vanilla",
+     "val top-1", +1),
+    ("Adversarial (noise) training raises accuracy under FGSM at 50 dB (11.9 → 41.7 %)", "IMT Table 2", "imt",
+     "noise-da", "da", "FGSM 50 dB", +1),
+    ("Adversarial (noise) training raises accuracy at 33 dB (1.9 → 3.1 %)", "IMT Table 2", "imt", "noise-da", "da",
+     "FGSM 33 dB", +1),
+    ("Smoothness keeps the clean accuracy of da (62.4 → 63.8 %)", "IMT Table 2", "imt", "smooth-da", "da",
+     "val top-1", 0),
+    ("Smoothness does not help robustness with data augmentation (33 dB: 1.9 → 1.4 %)", "IMT Table 2", "imt",
+     "smooth-da", "da", "FGSM 33 dB", 0),
+    ("Parseval costs clean accuracy (Adv + da 61.0 → Adv + Psv + da 56.9 %)", "IMT Table 2", "imt",
+     "noise-parseval-da", "noise-da", "val top-1", -1),
+    ("Parseval raises accuracy at 33 dB (3.1 → 12.4 %)", "IMT Table 2", "imt", "noise-parseval-da", "noise-da",
+     "FGSM 33 dB", +1),
+    ("100 % adversarial training (no clean images) costs clean accuracy", "Xie & Yuille", "xie", "pgd100-shared",
+     "da", "val top-1", -1),
+    ("Dual BN recovers clean accuracy that training on clean + adversarial images with one BN loses",
+     "Xie & Yuille", "xie", "pgd100-clean-dual", "pgd100-clean-shared", "val top-1", +1),
+    ("AdvProp raises clean accuracy", "Xie & Yuille (AdvProp)", "xie", "advprop", "da", "val top-1", +1),
+    ("PGD-AT is more robust under AutoAttack than FGSM-AT", "robustness comparison", "robustness", "pgd-at",
+     "fgsm-at", "AA 2/255", +1),
+    ("Fast AT raises AutoAttack accuracy over standard training", "robustness comparison", "robustness", "fast-at",
+     "da", "AA 2/255", +1),
+]
+SEEDS_NEEDED = 3
+
+
+def verdict(mean: float, error: float | None, pairs: int, sign: int) -> str:
+    """Confirmed / refuted when 3 paired seeds put the effect more than 2 standard errors from 0 (or, for a
+    no-difference claim, within them); otherwise not resolved."""
+    if pairs < SEEDS_NEEDED:
+        return f"not resolved yet ({pairs} seed{'s' if pairs != 1 else ''})"
+    separated = abs(mean) > 2 * error
+    if sign == 0:
+        return "refuted" if separated else "confirmed (no difference beyond 2 SE)"
+    if not separated:
+        return "not resolved at this scale (within 2 SE)"
+    return "confirmed" if mean * sign > 0 else "refuted"
+
+
+def render_claims(records: dict) -> str:
+    lines = ["# The reports' claims, judged on the bench", "",
+             "Each line: the claim (the report's own numbers in brackets), the paired effect on the bench (row − "
+             "comparison, same seed, same 500 val images; points, mean ± standard error, pairs), the verdict and the "
+             f"table. A claim is judged once {SEEDS_NEEDED} seeds are paired: confirmed or refuted when the effect "
+             "lies more than 2 standard errors from 0. Rebuild: `python -m experiments.bench imt xie robustness "
+             "--table-only`.", ""]
+    for claim, source, table, config, comparison, column, sign in CLAIMS:
+        mean, error, pairs = paired(_values(records, comparison, "", column), _values(records, config, "", column))
+        effect = "no pairs yet" if not pairs else f"{mean:+.1f}" + (f" ± {error:.1f}" if error is not None else "") \
+            + f" points ({pairs} pair{'s' if pairs != 1 else ''})"
+        lines.append(f"- **{verdict(mean, error, pairs, sign)}** — {claim} ({source}): {CONFIGS[config][0]} vs "
+                     f"{CONFIGS[comparison][0]}, {column}: {effect}. Table: [{table}](bench/{table}.md).")
+    return "\n".join(lines) + "\n"

@@ -9,7 +9,7 @@ import pytest
 
 from common.cli import run_cli
 from experiments import bench
-from experiments.robust_methods import EPS, SNRS, paired, render
+from experiments.robust_methods import EPS, SNRS, paired, render, render_claims, verdict
 
 
 def robustness_record(clean):
@@ -82,3 +82,16 @@ def test_table_shows_counts_spread_and_paired_differences():
 def test_bad_arguments_stop_before_any_run(fake_scripts, capsys, argv, message):
     assert run_cli(bench.main, argv) == 2
     assert message in capsys.readouterr().err and not fake_scripts and not bench.RECORDS.exists()
+
+
+def test_claim_verdicts_need_three_paired_seeds_and_two_standard_errors():
+    assert verdict(5.0, 1.0, 2, +1) == "not resolved yet (2 seeds)"
+    assert verdict(5.0, 1.0, 3, +1) == "confirmed" and verdict(-5.0, 1.0, 3, +1) == "refuted"
+    assert verdict(1.0, 1.0, 3, -1) == "not resolved at this scale (within 2 SE)"
+    assert verdict(1.0, 1.0, 3, 0).startswith("confirmed") and verdict(3.0, 1.0, 3, 0) == "refuted"
+    records = {f"{config}-s{seed}": {"config": config, "seed": seed,
+                                     "numbers": {"model.keras": {"val top-1": value + seed / 100}}}
+               for config, value in (("vanilla", 0.50), ("da", 0.60)) for seed in (0, 1, 2)}
+    assert ("**confirmed** — Data augmentation raises clean accuracy (49.1 → 62.4 %) (IMT Table 2): "
+            "da (flip and shift) vs vanilla (no augmentation), val top-1: +10.0 ± 0.0 points (3 pairs)") \
+        in render_claims(records)
