@@ -15,6 +15,7 @@ costliest) runs in a second pass unless --no-autoattack. Tables go to results/be
 from __future__ import annotations
 
 import argparse
+import fcntl
 import pathlib
 import resource
 import shlex
@@ -61,9 +62,23 @@ def evaluate_command(run_dir: str, file: str, stage: str, data: str) -> list[str
     return ["evaluate.py", target, *extra, *EVALUATIONS[stage]]
 
 
+def save(key: str, record: dict, records: dict, runs: str) -> None:
+    """Merge one run's record into RECORDS under a lock, so that benches running side by side (on different
+    --configs) keep each other's records; ``records`` is refreshed from the file."""
+    lock_path = ROOT / runs / ".records.lock"
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock_path, "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        records.update(read_json(RECORDS) if RECORDS.exists() else {})
+        records[key] = record
+        write_json(RECORDS, records)
+
+
 def bench_run(config: str, seed: int, stage: str, args, records: dict) -> None:
     """Bring one (config, seed) through ``stage`` ("train", "core" or "autoattack"), saving its record."""
     key = f"{config}-s{seed}"
+    if RECORDS.exists():  # another bench may have recorded it meanwhile
+        records.update(read_json(RECORDS))
     record = records.setdefault(key, {"config": config, "seed": seed, "commands": {}, "cpu_seconds": {},
                                       "numbers": {}})
     if stage in record["cpu_seconds"]:
@@ -107,7 +122,7 @@ def bench_run(config: str, seed: int, stage: str, args, records: dict) -> None:
             commands.append("python " + shlex.join(command))
         record["commands"][stage] = commands
     record["cpu_seconds"][stage] = None if seconds is None else round(seconds, 1)
-    write_json(RECORDS, records)
+    save(key, record, records, args.runs)
 
 
 def check_arguments(args) -> None:

@@ -55,6 +55,12 @@ def test_a_stage_with_a_record_is_never_run_again(fake_scripts):
     # A new process (a new machine with the committed records) runs nothing either.
     bench.bench_run("da", 0, "core", args, json.loads(bench.RECORDS.read_text()))
     assert len(fake_scripts) == 2
+    # A bench running beside this one (another --configs) keeps this one's records, and this one sees its.
+    other = {}
+    bench.bench_run("vanilla", 0, "train", args, other)
+    assert set(json.loads(bench.RECORDS.read_text())) == {"da-s0", "vanilla-s0"}
+    bench.bench_run("vanilla", 0, "train", args, records)
+    assert len(fake_scripts) == 3
 
 
 def test_paired_difference_and_its_standard_error():
