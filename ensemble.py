@@ -34,7 +34,7 @@ def head_widths(text: str) -> tuple[int, ...]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
+    common = cli.ArgumentParser(add_help=False)
     common.add_argument("members", nargs="+", metavar="RUN_DIR", help="run folders of the trained members")
     cli.add_data_arguments(common, defaults_from="the first member's")
     run = common.add_argument_group("run")
@@ -46,7 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--out", type=pathlib.Path, metavar="FILE",
                      help="also write the members-vs-ensemble table and this command here (e.g. results/x.md)")
 
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = cli.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     kinds = parser.add_subparsers(dest="kind", required=True)
     stack = kinds.add_parser("alphastack", parents=[common], help="train a dense head on the frozen members' logits")
     stack.add_argument("--epochs", type=cli.positive_int, default=32, help="epochs of head training (default: 32)")

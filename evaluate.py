@@ -15,11 +15,12 @@ import argparse
 import pathlib
 import sys
 
+from common import cli
 from common.cli import add_data_arguments, non_negative_int, pixel_value, positive_int, run_cli
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = cli.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("target", metavar="RUN_DIR|MODEL_FILE", help="a run folder or a .keras file")
     add_data_arguments(parser, defaults_from="the run's")
     parser.add_argument("--attack", nargs="+", default=["fgsm", "pgd"],
@@ -52,14 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
                             help="run every attack on every clean-correct image, so each column is its own accuracy")
     autoattack.add_argument("--seed", type=non_negative_int, default=0, help="the attacks' seed (default: 0)")
     parser.add_argument("--out", type=pathlib.Path, help="also write the Markdown table here (e.g. results/x.md)")
-    parser.error = _one_line_error
     return parser
-
-
-def _one_line_error(message: str):
-    """A refused flag is one line and exit status 2, like every other user error (no usage dump)."""
-    print(f"error: {message}", file=sys.stderr)
-    sys.exit(2)
 
 
 def main(argv: list[str] | None = None) -> int:

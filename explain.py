@@ -13,13 +13,14 @@ import pathlib
 import shlex
 import sys
 
+from common import cli
 from common.cli import add_data_arguments, dataset_of, fraction, non_negative_int, positive_float, positive_int, run_cli
 
 METHODS = ("vanilla", "smoothgrad", "gradcam", "gradcam++")  # analysis.saliency.METHODS, without importing TF
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = cli.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True, metavar="{saliency,pca,tsne}")
 
     saliency = commands.add_parser("saliency", help="saliency maps, figures and pointing-game scores of runs",

@@ -24,7 +24,7 @@ from common.cli import run_cli
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = cli.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("model", help="a model name from the zoo (python train.py --list)")
     parser.add_argument("--search", default="optimizer", help="optimizer (optimizer, learning rate) "
                         "or augment (policy none/A/B/C, and eps with --adv)")

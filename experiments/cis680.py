@@ -19,6 +19,7 @@ import pathlib
 import shlex
 import sys
 
+from common import cli
 from common.cli import add_data_arguments, dataset_of, non_negative_int, pixel_value, positive_float, positive_int
 from common.cli import run_cli
 
@@ -30,7 +31,7 @@ PREPROCESSING = {"raw": ("none", "none"), "normalised": ("imagenet", "none"),
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m experiments.cis680", description=__doc__,
+    parser = cli.ArgumentParser(prog="python -m experiments.cis680", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("experiment", choices=EXPERIMENTS, help="which experiment to run")
     add_data_arguments(parser)

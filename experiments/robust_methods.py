@@ -21,6 +21,7 @@ import sys
 
 import numpy as np
 
+from common import cli
 from common.cli import run_cli
 from common.run_folder import read_json, write_json, write_text
 
@@ -138,7 +139,7 @@ def table(name: str, rows: list[dict], commands: list[str], limit: int) -> str:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+    parser = cli.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("table", choices=sorted(TABLES), help="which table to run")
     parser.add_argument("--data", default="../shared/data/tiny-imagenet-200", help="Tiny ImageNet folder or zip")

@@ -96,7 +96,7 @@ def test_evaluate_refuses_bad_flags_in_one_line(flags, message, tmp_path, capsys
     with pytest.raises(SystemExit) as exit_info:
         evaluate_cli.main([str(tmp_path / "model.keras"), *flags])
     error = capsys.readouterr().err.strip()
-    assert exit_info.value.code == 2 and "\n" not in error and error.startswith("error: ") and message in error
+    assert exit_info.value.code == 2 and "\n" not in error and "error: " in error and message in error
 
 
 def test_evaluate_refuses_more_targets_than_classes(trained_run, capsys):
