@@ -64,18 +64,22 @@ def main(argv: list[str] | None = None) -> int:
         if not (pathlib.Path(member) / "model.keras").is_file():
             raise FileNotFoundError(f"{member} is not a trained run folder (no model.keras)")
     from training import ensembles
-    from common.run_folder import new_run_dir, read_json, write_text
+    from common.run_folder import check_writable, hold_run_folder, new_run_dir, read_json, write_text
 
     run_dir = new_run_dir(args.kind, args.run_dir)
+    if args.out:
+        check_writable(args.out.parent)
     members = ensembles.load_members(args.members)
     command = shlex.join(["python", "ensemble.py", *argv])
     options = dict(dataset=args.dataset, data=args.data, classes=args.classes, per_class=args.per_class,
                    batch_size=args.batch_size, seed=args.seed, verbose=2 if args.quiet else "auto", command=command)
-    if args.kind == "alphastack":
-        ensembles.train_alphastack(members, run_dir, head=args.head, epochs=args.epochs,
-                                   learning_rate=args.learning_rate, **options)
-    else:
-        ensembles.save_average(members, run_dir, **options)
+    with hold_run_folder(run_dir, create=True):
+        new_run_dir(args.kind, run_dir)  # again under the lock: another command may have just started one
+        if args.kind == "alphastack":
+            ensembles.train_alphastack(members, run_dir, head=args.head, epochs=args.epochs,
+                                       learning_rate=args.learning_rate, **options)
+        else:
+            ensembles.save_average(members, run_dir, **options)
     metrics = read_json(run_dir / "metrics.json")
     print(ensembles.markdown_table(metrics, args.kind))
     if args.out:

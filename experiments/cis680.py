@@ -32,7 +32,7 @@ PREPROCESSING = {"raw": ("none", "none"), "normalised": ("imagenet", "none"),
 
 def build_parser() -> argparse.ArgumentParser:
     parser = cli.ArgumentParser(prog="python -m experiments.cis680", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("experiment", choices=EXPERIMENTS, help="which experiment to run")
     add_data_arguments(parser)
     parser.set_defaults(dataset=None)
@@ -128,6 +128,9 @@ def main(argv: list[str] | None = None) -> int:
     import models
 
     models.get_builder(args.model)  # an unknown model fails before any data is read
+    from experiments.preflight import check_experiment
+
+    check_experiment(dataset=scale.dataset, data=args.data, classes=args.classes, seeds=args.seeds)
     out = pathlib.Path(args.out or f"results/cis680/{data_tag(scale)}")
     runs_dir = pathlib.Path(args.runs or f"runs/cis680/{args.experiment}-{data_tag(scale)}")
     command = shlex.join(["python", "-m", "experiments.cis680", *argv])
