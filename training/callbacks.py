@@ -1,6 +1,7 @@
 """Callbacks that keep a run folder complete and honest across crashes and resumes."""
 from __future__ import annotations
 
+import math
 import os
 import pathlib
 import time
@@ -19,6 +20,20 @@ class EpochTimer(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         if logs is not None:
             logs["epoch_seconds"] = time.perf_counter() - self._start
+
+
+class StopOnNonFiniteLoss(keras.callbacks.Callback):
+    """Stops a diverged run with a clear error at the end of the epoch whose loss is NaN or infinite.
+
+    Put first: the diverged epoch is then neither logged nor backed up, so the run folder keeps its last
+    finite epoch. (Checked once an epoch, unlike TerminateOnNaN's per-batch check, so it costs no sync.)"""
+
+    def on_epoch_end(self, epoch, logs=None):
+        loss = (logs or {}).get("loss")
+        if loss is not None and not math.isfinite(float(loss)):
+            raise ValueError(f"the training loss is {float(loss)} after epoch {epoch + 1}: training diverged; "
+                             "start a new run with a lower learning rate or loss weight (--smoothness, "
+                             "--logit-pairing)")
 
 
 class _ReplaysFinishedEpochs:

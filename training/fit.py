@@ -34,7 +34,7 @@ import keras
 from common.plots import plot_history
 from common.run_folder import (atomic_path, hold_run_folder, read_history, read_json, remove_leftovers,
                                trim_history, write_json)
-from training.callbacks import AtomicBackupAndRestore, EpochTimer
+from training.callbacks import AtomicBackupAndRestore, EpochTimer, StopOnNonFiniteLoss
 
 FIT_MARKER = "fit.json"
 
@@ -134,7 +134,7 @@ def _fit_into_run(model, run_dir: pathlib.Path, train_data, *, epochs, steps_per
         previous = trim_history(history_path, backup.restorable()) if resume else []
         checkpoint_callbacks = [_CheckpointCallback(checkpoint, run_dir / checkpoint.filename)
                                 for checkpoint in checkpoints]
-        every = [EpochTimer(), *callbacks, *checkpoint_callbacks,
+        every = [StopOnNonFiniteLoss(), EpochTimer(), *callbacks, *checkpoint_callbacks,
                  keras.callbacks.CSVLogger(str(history_path), append=bool(previous))]
         for callback in every:
             if hasattr(callback, "resume_from"):  # state that lives in the finished epochs' history
