@@ -24,6 +24,7 @@ import numpy as np
 from common import cli
 from common.cli import run_cli
 from common.run_folder import read_json, write_json, write_text
+from experiments.preflight import check_experiment
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 SNRS = ("50", "45", "40", "33")
@@ -158,8 +159,6 @@ def main(argv=None) -> int:
     order = [known[key] for key in args.configs] if args.configs else TABLES[args.table]  # trained in this order
     runs_root = ROOT / args.runs
     if not args.table_only:  # the runs read --data from the repository root, and so does the check
-        from experiments.preflight import check_experiment
-
         check_experiment(dataset="tiny-imagenet", data=str(ROOT / args.data), classes=int(CLASSES), seeds=args.seeds)
 
     def folder(key: str, seed) -> str:

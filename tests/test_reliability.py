@@ -47,7 +47,7 @@ def test_kill_after_the_last_epoch_resumes_by_writing_only_what_is_missing(tmp_p
     run_dir = tmp_path / "run"
     process = _start(run_dir, *TRAIN)
     _kill_when(process, lambda: (run_dir / "fit.json").exists())
-    assert not (run_dir / "metrics.json").exists() and not (run_dir / "backup").exists()
+    assert not (run_dir / "metrics.json").exists()  # backup/ may be there still: fit.json is written before it goes
     history_before = (run_dir / "history.csv").read_bytes()
     model_before = (run_dir / "model.keras").read_bytes()
     _resume_and_check(run_dir)

@@ -191,6 +191,20 @@ def test_a_check_against_the_built_model_comes_before_config_json(capsys, tmp_pa
     assert not run_dir.exists()  # so the same command, corrected, is a new run, not "already holds a run"
 
 
+def test_a_generator_of_other_classes_is_refused_before_config_json(capsys, tmp_path):
+    gan = tmp_path / "gan"
+    gan.mkdir()
+    noise, label = keras.Input((4,), name="noise"), keras.Input((), dtype="int32", name="label")
+    mixed = keras.layers.Add()([noise, keras.layers.Embedding(10, 4, name="label_embedding")(label)])
+    image = keras.layers.Reshape((8, 8, 3))(keras.layers.Dense(192, activation="sigmoid")(mixed))
+    keras.Model([noise, label], image).save(gan / "generator.keras")
+    run_dir = tmp_path / "run"
+    argv = DIGITS + ["--classes", "2", "--per-class", "20", "--epochs", "1", "--synthetic", str(gan), "--run-dir",
+                     str(run_dir)]
+    assert "makes 10 classes but the classifier has 2" in _one_line(capsys, train_cli.main, argv)
+    assert not run_dir.exists()
+
+
 def test_experiments_check_their_data_before_starting_a_run(capsys, tmp_path):
     runs = tmp_path / "runs"
     assert "/nonexistent" in _one_line(capsys, robust_methods_cli.main, ["xie", "--data", "/nonexistent", "--runs",

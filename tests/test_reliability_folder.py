@@ -61,12 +61,12 @@ def test_a_second_process_on_a_run_folder_is_refused_naming_the_first(tmp_path):
     # While the first runs: the same command with another seed, then a resume of the folder.
     second = subprocess.run([sys.executable, "train.py", *TRAIN, "--seed", "5", "--run-dir", str(run_dir)],
                             cwd=REPO, env=ENV, capture_output=True, text=True, timeout=600)
-    errors = [line for line in second.stderr.splitlines() if "error" in line.lower()]
+    errors = [line for line in second.stderr.splitlines() if "error: " in line]
     assert second.returncode == 2 and len(errors) == 1, second.stderr
     # Which refusal depends on how far the first got: its lock, or the config.json it wrote under it.
     assert f"process {first.pid}" in errors[0] or "already holds a run" in errors[0], errors
     also = resume(run_dir)
-    errors = [line for line in also.stderr.splitlines() if "error" in line.lower()]
+    errors = [line for line in also.stderr.splitlines() if "error: " in line]
     assert also.returncode == 2 and len(errors) == 1 and f"in use by process {first.pid}" in errors[0], also.stderr
     kill_when(first, lambda: backed_up(run_dir) >= 1)  # the OS releases the lock of a killed process
     assert json.loads((run_dir / "config.json").read_text())["seed"] == 0
