@@ -39,6 +39,18 @@ h5py.File.close = _close_or_die
 """
 
 
+# Run inside train.py: hold the run (and its lock) at the start of training until the test says go.
+WAIT_FOR_GO = """
+import pathlib, time, keras
+_begin = keras.callbacks.CSVLogger.on_train_begin
+def _wait(self, logs=None):
+    while not (pathlib.Path(self.filename).parent / "go").exists():
+        time.sleep(0.05)
+    _begin(self, logs)
+keras.callbacks.CSVLogger.on_train_begin = _wait
+"""
+
+
 @pytest.mark.slow
 def test_a_kill_while_the_backup_is_written_resumes_from_the_last_whole_backup(tmp_path):
     run_dir = tmp_path / "run"
@@ -53,7 +65,7 @@ def test_a_kill_while_the_backup_is_written_resumes_from_the_last_whole_backup(t
 @pytest.mark.slow
 def test_a_second_process_on_a_run_folder_is_refused_naming_the_first(tmp_path):
     run_dir = tmp_path / "run"
-    first = start_train(run_dir, *TRAIN)
+    first = start_train(run_dir, *TRAIN, prelude=WAIT_FOR_GO)
     lock = run_dir / ".lock"
     while not (lock.exists() and lock.read_text().strip()):
         assert first.poll() is None, first.stderr.read()[-2000:]
@@ -68,6 +80,7 @@ def test_a_second_process_on_a_run_folder_is_refused_naming_the_first(tmp_path):
     also = resume(run_dir)
     errors = [line for line in also.stderr.splitlines() if "error: " in line]
     assert also.returncode == 2 and len(errors) == 1 and f"in use by process {first.pid}" in errors[0], also.stderr
+    (run_dir / "go").touch()
     kill_when(first, lambda: backed_up(run_dir) >= 1)  # the OS releases the lock of a killed process
     assert json.loads((run_dir / "config.json").read_text())["seed"] == 0
     resume_and_check(run_dir)
