@@ -93,10 +93,9 @@ def read_hparams(args) -> dict:
 
 
 def config_from_args(args, argv):
+    from common.run_config import check_image_size, check_train_config
     from models.registry import check_options
     from training import flags, recipes, trainer
-
-    from common.run_config import check_image_size, check_train_config
     from training.flag_rules import refuse_ignored_flags
 
     if not args.model:
