@@ -80,11 +80,6 @@ class _CheckpointCallback(keras.callbacks.Callback):
             (export(self.checkpoint.model) if export else self.checkpoint.model).save(temporary)
 
 
-def epochs_backed_up(backup_dir: pathlib.Path) -> int:
-    """Epochs of the newest whole backup (0 when a run crashed during its first epoch)."""
-    return AtomicBackupAndRestore(backup_dir, log=lambda line: None).restorable()
-
-
 def fit_finished(run_dir: str | os.PathLike, history_name: str = "history.csv") -> bool:
     marker = pathlib.Path(run_dir) / FIT_MARKER
     return marker.exists() and read_json(marker).get(history_name, False)
