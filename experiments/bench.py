@@ -22,9 +22,10 @@ import shlex
 import subprocess
 import sys
 
-from common import checks
+from common import cli
 from common.cli import run_cli
 from common.run_folder import read_json, write_json, write_text
+from experiments.preflight import check_experiment
 from experiments.robust_methods import (CLASSES, CONFIGS, EVALUATIONS, PROTOCOL, TABLES, columns, render,
                                         render_claims)
 
@@ -126,31 +127,24 @@ def bench_run(config: str, seed: int, stage: str, args, records: dict) -> None:
 
 
 def check_arguments(args) -> None:
-    """Everything a long bench needs, checked before its first run."""
-    for seed in args.seeds:
-        checks.non_negative_int("seed", seed)
+    """Everything a long bench needs, checked before its first run (seeds are checked by the parser)."""
     if len(set(args.seeds)) != len(args.seeds):
         raise ValueError(f"--seeds repeats a seed. Received: {args.seeds}")
     known = {config for name in args.tables for config in TABLES[name]["rows"]}
     unknown = sorted(set(args.configs or ()) - known)
     if unknown:
         raise ValueError(f"--configs {' '.join(unknown)}: not in the tables {args.tables}; known: {', '.join(sorted(known))}")
-    if args.table_only:
-        return
-    if not pathlib.Path(args.data).exists():
-        raise FileNotFoundError(f"--data {args.data}: no such file or folder")
-    from data.datasets import load_dataset  # reading the val split proves the data is usable
-    val = load_dataset("tiny-imagenet", "val", root=args.data, classes=CLASSES)
-    if len(val) != 50 * CLASSES:
-        raise ValueError(f"--data {args.data}: expected {50 * CLASSES} val images, found {len(val)}")
+    if not args.table_only:  # the runs read --data from the repository root, and so does the check
+        check_experiment(dataset="tiny-imagenet", data=str(ROOT / args.data), classes=CLASSES, seeds=args.seeds)
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = cli.ArgumentParser(prog="python -m experiments.bench", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("tables", nargs="+", choices=sorted(TABLES), help="tables to run, in this order")
     parser.add_argument("--data", default="../shared/data/tiny-imagenet-200", help="Tiny ImageNet folder or zip")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="seeds (default: 0 1 2)")
+    parser.add_argument("--seeds", type=cli.non_negative_int, nargs="+", default=[0, 1, 2],
+                        help="seeds (default: 0 1 2)")
     parser.add_argument("--runs", default="runs/bench", help="parent of the run folders (default: runs/bench)")
     parser.add_argument("--configs", nargs="+", metavar="CONFIG",
                         help="run only these configurations of the tables (e.g. to share a bench between machines)")
