@@ -88,9 +88,10 @@ def bench_run(config: str, seed: int, stage: str, args, records: dict) -> None:
     log = ROOT / f"{run_dir}.log"
     log.parent.mkdir(parents=True, exist_ok=True)
     if stage == "train":
-        seconds = None  # a run folder trained before this bench saw it: its CPU time is not known here
-        record["commit"] = commit()  # the code the run trains with
+        # A run folder trained before this bench saw it (adopted): its code and CPU time are not known here.
+        seconds, record["commit"] = None, "adopted"
         if not (ROOT / run_dir / "metrics.json").exists():
+            record["commit"] = commit()  # the code the run trains with
             resume = (ROOT / run_dir / "config.json").exists()
             command = ["train.py", "--resume", run_dir] if resume else train_command(config, seed, args.data, run_dir)
             status, seconds = run(command, log)
