@@ -136,7 +136,8 @@ def test_export_round_trips_with_its_agreement_checked(tiny_run, tmp_path, fmt, 
     tolerance = 1e-5 if quantize is None else 0.1
     np.testing.assert_allclose(exported.probabilities(split_images), keras_probabilities, atol=tolerance)
     assert cli_status(predict_cli, [str(out), str(paths[0]), "--top", "1"]) == 0
-    assert any(name in capsys.readouterr().out for name in exported.classes.names)
+    printed = capsys.readouterr().out
+    assert any(name in printed for name in exported.classes.names), printed
     # A flipped byte in the model is refused before anything is loaded.
     model_file = next(path for path in sorted(out.rglob("*")) if path.is_file() and path.stat().st_size > 10_000)
     data = bytearray(model_file.read_bytes())

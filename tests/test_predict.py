@@ -154,3 +154,46 @@ def test_a_bare_model_file_predicts_with_numbered_or_named_classes(tmp_path, cap
                                                   "--dataset", "cifar10", "--top", "10"]) == 0
     printed = capsys.readouterr().out
     assert all(name in printed for name in datasets.CIFAR10_CLASSES)
+
+
+# ---------------------------------------------------------------------------------- slow: every kind of run folder
+@pytest.fixture(scope="module")
+def digits_runs(tmp_path_factory):
+    """Two plain digits runs, their averaged ensemble and AlphaStack, and a dual-BN run (a few steps each)."""
+    import train as train_cli
+    from training import ensembles, trainer
+    from training.recipes import override
+
+    root = tmp_path_factory.mktemp("kinds")
+    members = []
+    for seed in (1, 2):
+        config = trainer.default_config("cis680_allconv", dataset="digits", per_class=20, seed=seed, verbose=0)
+        config.recipe = override(config.recipe, epochs=1, batch_size=50)
+        members.append(trainer.train(config, root / f"member{seed}"))
+    loaded = ensembles.load_members(members)
+    runs = {"single": members[0],
+            "average": ensembles.save_average(loaded, root / "average", batch_size=50),
+            "alphastack": ensembles.train_alphastack(loaded, root / "alphastack", head=(8,), epochs=1,
+                                                     batch_size=50, verbose=0)}
+    argv = ["alphanet_v4", "--dataset", "digits", "--classes", "3", "--per-class", "12", "--epochs", "1",
+            "--batch-size", "36", "--image-size", "16", "--adv", "fgsm:1", "--dual-bn", "--save-bn", "adv", "--quiet",
+            "--run-dir", str(root / "dual-bn")]
+    assert train_cli.run_cli(train_cli.main, argv) == 0
+    runs["dual-bn"] = root / "dual-bn"
+    runs["dual-bn auxiliary"] = root / "dual-bn" / "model-adv-bn.keras"
+    return runs
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["single", "average", "alphastack", "dual-bn", "dual-bn auxiliary"])
+def test_every_kind_of_run_predicts_with_its_class_names(digits_runs, kind, tmp_path, capsys):
+    from common.run_loader import load_split
+
+    split = load_split({"dataset": "digits"}, "val", image_size=(32, 32))
+    Image.fromarray(split.images[0]).resize((50, 40)).save(tmp_path / "digit.png")
+    out = tmp_path / "p.json"
+    assert cli_status(predict_cli, [str(digits_runs[kind]), str(tmp_path / "digit.png"), "--top", "3",
+                                    "--out", str(out)]) == 0
+    row = json.loads(out.read_text())["predictions"][0]
+    assert row["names"] == [str(label) for label in row["labels"]]  # digits' names, not "class N"
+    assert sum(row["probabilities"]) <= 1 + 1e-6 and row["probabilities"] == sorted(row["probabilities"], reverse=True)
