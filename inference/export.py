@@ -14,6 +14,7 @@ import os
 import pathlib
 import shutil
 import tempfile
+import warnings
 
 import numpy as np
 
@@ -147,7 +148,10 @@ def convert_to_tflite(saved_model: pathlib.Path, quantize: str | None, represent
         converter.target_spec.supported_types = [tf.float16]
     elif quantize == "int8":
         converter.representative_dataset = lambda: ({"images": image[None]} for image in representative)
-    return converter.convert()
+    with warnings.catch_warnings():
+        # Calibration runs TensorFlow's own copy of the interpreter, which warns that it is deprecated.
+        warnings.filterwarnings("ignore", message=r"(?s).*tf\.lite\.Interpreter is deprecated")
+        return converter.convert()
 
 
 def measure_agreement(reference: np.ndarray, exported: np.ndarray, quantize: str | None) -> Agreement:

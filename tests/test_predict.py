@@ -197,3 +197,18 @@ def test_every_kind_of_run_predicts_with_its_class_names(digits_runs, kind, tmp_
     row = json.loads(out.read_text())["predictions"][0]
     assert row["names"] == [str(label) for label in row["labels"]]  # digits' names, not "class N"
     assert sum(row["probabilities"]) <= 1 + 1e-6 and row["probabilities"] == sorted(row["probabilities"], reverse=True)
+
+
+@pytest.mark.slow
+def test_an_ensemble_exports_and_serves_like_its_run(digits_runs, tmp_path):
+    import export as export_cli
+    import tensorflow as tf
+
+    out = tmp_path / "export"
+    assert cli_status(export_cli, [str(digits_runs["alphastack"]), "--format", "saved_model", "--out", str(out)]) == 0
+    card = json.loads((out / "model_card.json").read_text())
+    assert card["agreement"]["top1_agreement"] == 1.0 and len(card["model"]["members"]) == 2
+    loaded = tf.saved_model.load(str(out / "saved_model"))
+    images = np.zeros((2, 32, 32, 3), np.uint8)
+    served = loaded.signatures["serving_default"](images=tf.constant(images))
+    assert served["probabilities"].shape == (2, 10)
