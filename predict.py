@@ -96,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
         classify.write(args.out, predictions, failures, model=str(args.target))
         print(f"wrote {args.out}", file=sys.stderr)
     if args.saliency and written:
-        print(f"wrote {len(written)} {args.saliency} overlays to {saliency_dir}", file=sys.stderr)
+        print(f"wrote {len(written)} {args.saliency} overlay{'s' if len(written) > 1 else ''} to {saliency_dir}", file=sys.stderr)
     if failures:
         print(f"{len(failures)} of {len(paths)} files could not be read", file=sys.stderr)
     return 1 if failures else 0
