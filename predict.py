@@ -28,13 +28,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("target", metavar="RUN_DIR|MODEL_FILE", help="a run folder, a .keras file or an export folder")
     parser.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders or globs")
     parser.add_argument("--top", type=positive_int, default=5, metavar="K", help="classes shown per image (default: 5)")
-    parser.add_argument("--batch-size", type=positive_int, default=64, metavar="N", help="images per batch (default: 64)")
-    parser.add_argument("--out", type=pathlib.Path, metavar="FILE", help="also write one row per image to a .csv or .json")
+    parser.add_argument("--batch-size", type=positive_int, default=64, metavar="N",
+                        help="images per batch (default: 64)")
+    parser.add_argument("--out", type=pathlib.Path, metavar="FILE",
+                        help="also write one row per image to a .csv or .json")
     parser.add_argument("--saliency", choices=METHODS, metavar="METHOD",
                         help=f"write a saliency overlay PNG of the top class per image ({', '.join(METHODS)})")
     parser.add_argument("--saliency-dir", type=pathlib.Path, metavar="DIR",
                         help="where the overlays go (default: saliency/ beside --out, else ./saliency)")
-    parser.add_argument("--data", metavar="PATH", help="the dataset copy whose class names to show (default: the run's)")
+    parser.add_argument("--data", metavar="PATH",
+                        help="the dataset copy whose class names to show (default: the run's)")
     parser.add_argument("--dataset", choices=("tiny-imagenet", "cifar10", "cifar100", "svhn", "digits"),
                         help="the dataset a bare .keras file was trained on (default: the run's)")
     parser.error = _one_line_error
@@ -63,7 +66,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.top > len(predictor.classes):
         raise ValueError(f"--top {args.top} is more than the model's {len(predictor.classes)} classes")
     if args.saliency and not isinstance(predictor, predictors.KerasPredictor):
-        raise ValueError(f"--saliency needs the Keras model's gradients: pass the run folder, not the export {args.target}")
+        raise ValueError(f"--saliency needs the Keras model's gradients: pass the run folder, not the export "
+                         f"{args.target}")
     saliency_dir = args.saliency_dir or (args.out.parent / "saliency" if args.out else pathlib.Path("saliency"))
     failures = []
 
@@ -96,7 +100,8 @@ def main(argv: list[str] | None = None) -> int:
         classify.write(args.out, predictions, failures, model=str(args.target))
         print(f"wrote {args.out}", file=sys.stderr)
     if args.saliency and written:
-        print(f"wrote {len(written)} {args.saliency} overlay{'s' if len(written) > 1 else ''} to {saliency_dir}", file=sys.stderr)
+        plural = "s" if len(written) > 1 else ""
+        print(f"wrote {len(written)} {args.saliency} overlay{plural} to {saliency_dir}", file=sys.stderr)
     if failures:
         print(f"{len(failures)} of {len(paths)} files could not be read", file=sys.stderr)
     return 1 if failures else 0

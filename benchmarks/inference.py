@@ -52,7 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
 def exported(run, fmt: str, quantize):
     out = export.default_out(run.folder, fmt, quantize)
     if not out.exists():
-        export.export_run(run, fmt, out, quantize=quantize, command=f"benchmarks/inference.py (export {fmt} {quantize})")
+        export.export_run(run, fmt, out, quantize=quantize,
+                          command=f"python benchmarks/inference.py (export {fmt} {quantize or ''})")
     return predictors.load_export(out, num_threads=os.cpu_count())
 
 

@@ -46,7 +46,8 @@ class Agreement:
 
     @property
     def passed(self) -> bool:
-        within = self.max_logit_difference_allowed is None or self.max_logit_difference <= self.max_logit_difference_allowed
+        allowed = self.max_logit_difference_allowed
+        within = allowed is None or self.max_logit_difference <= allowed
         return self.top1_agreement >= self.required_top1_agreement and within
 
 

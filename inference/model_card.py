@@ -85,7 +85,8 @@ def markdown(card: dict, files: dict) -> str:
                   f"`{robustness['command']}`", "", "| eps | " + " | ".join(_attacks(robustness)) + " |",
                   "| --- |" + " --- |" * len(_attacks(robustness))]
         for eps, row in robustness["eps"].items():
-            lines.append(f"| {eps} | " + " | ".join(_percent(row.get(attack)) for attack in _attacks(robustness)) + " |")
+            cells = [_percent(row.get(attack)) for attack in _attacks(robustness)]
+            lines.append(f"| {eps} | " + " | ".join(cells) + " |")
         lines.append("")
     lines += [
         "## Agreement of this export with the Keras model", "",
@@ -96,10 +97,12 @@ def markdown(card: dict, files: dict) -> str:
            if agreement["max_logit_difference_allowed"] is not None else ""), "",
         "## Files", "", "| file | bytes |", "| --- | --- |",
         *[f"| {path} | {entry['bytes']:,} |" for path, entry in files.items()], "",
-        f"`{manifest.CARD_JSON}` also records each file's SHA-256; predict.py refuses an export that does not match it.",
+        f"`{manifest.CARD_JSON}` also records each file's SHA-256; predict.py refuses an export that does not "
+        "match it.",
     ]
     return "\n".join(lines) + "\n"
 
 
 def _attacks(robustness: dict) -> list:
-    return sorted({attack for row in robustness["eps"].values() for attack in row if isinstance(row.get(attack), float)})
+    return sorted({attack for row in robustness["eps"].values() for attack, value in row.items()
+                   if isinstance(value, float)})

@@ -132,7 +132,8 @@ def test_export_round_trips_with_its_agreement_checked(tiny_run, tmp_path, fmt, 
     # predict.py serves the export like the run, with the run's class names.
     paths, split_images = val_files(tiny_run)
     exported = predictors.load_export(out)
-    keras_probabilities = predictors.KerasPredictor(load_run(tiny_run).model, None, tiny_run).probabilities(split_images)
+    keras_model = predictors.KerasPredictor(load_run(tiny_run).model, None, tiny_run)
+    keras_probabilities = keras_model.probabilities(split_images)
     tolerance = 1e-5 if quantize is None else 0.1
     np.testing.assert_allclose(exported.probabilities(split_images), keras_probabilities, atol=tolerance)
     assert cli_status(predict_cli, [str(out), str(paths[0]), "--top", "1"]) == 0
