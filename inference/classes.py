@@ -57,7 +57,11 @@ def of_run(config: dict, count: int, *, dataset: str | None = None, root=None) -
     root = root or config.get("data")
     if root is not None and not isinstance(root, (str, pathlib.Path)):
         raise ValueError(f"the run's data path must be a string. Received: data={root!r}")
-    result = of_dataset(dataset, count, root=root)
+    try:
+        result = of_dataset(dataset, count, root=root)
+    except (FileNotFoundError, ValueError) as error:
+        raise type(error)(f"cannot read the class names of the run's {dataset} data: {error}; "
+                          "pass --data PATH to a copy of it") from None
     if len(result) != count:
         raise ValueError(f"the model predicts {count} classes but {dataset} has {len(result)}")
     return result

@@ -13,7 +13,7 @@ from data import datasets
 from data.decode import INPUT_FORMATS, decode_file, resize_array, to_array
 from data.split import Split
 from inference import classify, inputs, predictors
-from inference.classes import Classes, numbered, of_dataset
+from inference.classes import Classes, numbered, of_dataset, of_run
 from tests.helpers import cli_status
 
 
@@ -125,6 +125,8 @@ def test_class_names_of_the_small_datasets():
     assert Classes.from_text("n1\tcat, tabby\nn2\tdog\n", "labels.txt").names == ["cat, tabby", "dog"]
     with pytest.raises(ValueError, match="labels.txt"):
         Classes.from_text("no tab here\n", "labels.txt")
+    with pytest.raises(FileNotFoundError, match="/nonexistent.*pass --data PATH"):
+        of_run({"dataset": "tiny-imagenet", "data": "/nonexistent"}, 10)
 
 
 # ---------------------------------------------------------------------------------- the CLI
