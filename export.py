@@ -16,13 +16,13 @@ import pathlib
 import shlex
 import sys
 
-from common.cli import run_cli
+from common.cli import ArgumentParser, run_cli
 
 FORMATS = ("saved_model", "tflite")  # inference.manifest.FORMATS, without importing TensorFlow
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("run", metavar="RUN_DIR", type=pathlib.Path, help="a trained run folder (model.keras and "
                         "config.json; single model, ensemble or dual-BN run)")
     parser.add_argument("--format", required=True, choices=FORMATS, help="saved_model or tflite")
@@ -30,13 +30,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="TFLite only: float16 weights, or int8 calibrated on the run's training images")
     parser.add_argument("--out", type=pathlib.Path, metavar="DIR",
                         help="a new folder for the export (default: RUN_DIR/export-FORMAT[-QUANTIZE])")
-    parser.error = _one_line_error
     return parser
 
-
-def _one_line_error(message: str):
-    print(f"error: {message}", file=sys.stderr)
-    sys.exit(2)
 
 
 def main(argv: list[str] | None = None) -> int:

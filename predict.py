@@ -18,13 +18,13 @@ import contextlib
 import pathlib
 import sys
 
-from common.cli import positive_int, run_cli
+from common.cli import ArgumentParser, positive_int, run_cli
 
 METHODS = ("vanilla", "smoothgrad", "gradcam", "gradcam++")  # analysis.saliency.METHODS, without importing TF
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("target", metavar="RUN_DIR|MODEL_FILE", help="a run folder, a .keras file or an export folder")
     parser.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders or globs")
     parser.add_argument("--top", type=positive_int, default=5, metavar="K", help="classes shown per image (default: 5)")
@@ -40,13 +40,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="the dataset copy whose class names to show (default: the run's)")
     parser.add_argument("--dataset", choices=("tiny-imagenet", "cifar10", "cifar100", "svhn", "digits"),
                         help="the dataset a bare .keras file was trained on (default: the run's)")
-    parser.error = _one_line_error
     return parser
 
-
-def _one_line_error(message: str):
-    print(f"error: {message}", file=sys.stderr)
-    sys.exit(2)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -12,7 +12,6 @@ import pathlib
 
 import numpy as np
 
-from common.run_folder import read_json
 from common.run_loader import load_run
 from inference import classes as class_lists
 from inference import manifest
@@ -99,13 +98,13 @@ def load(target, *, dataset: str | None = None, data_path=None, num_threads: int
     target = pathlib.Path(target)
     if target.is_dir() and (target / manifest.CARD_JSON).is_file():
         return load_export(target, num_threads=num_threads)
-    run = load_run(target)
-    config = run.config
-    if run.folder is None and (target.parent / "config.json").is_file():
-        # model-adv-bn.keras or a checkpoint of a run: its class names are the run's
-        config = read_json(target.parent / "config.json")
+    if target.is_file() and (target.parent / "config.json").is_file():
+        # model-adv-bn.keras or another model file of a run: its class names are the run's
+        run = load_run(target.parent, model_file=target.name)
+    else:
+        run = load_run(target)
     count = int(run.model.output_shape[-1])
-    return KerasPredictor(run.model, class_lists.of_run(config, count, dataset=dataset, root=data_path), target)
+    return KerasPredictor(run.model, class_lists.of_run(run.config, count, dataset=dataset, root=data_path), target)
 
 
 def load_export(folder, *, num_threads: int | None = None) -> Predictor:
