@@ -15,7 +15,7 @@ from common.run_folder import write_json
 from common.run_loader import load_run, load_split
 from data import tiny_imagenet
 from data.decode import decode_file
-from inference import export, manifest, predictors
+from inference import export, manifest, model_card, predictors
 from tests.helpers import cli_status
 from training import trainer
 from training.recipes import override
@@ -37,6 +37,28 @@ def test_a_changed_missing_or_added_file_is_refused(tmp_path):
     (tmp_path / manifest.TFLITE).unlink()
     with pytest.raises(ValueError, match="model.tflite is missing"):
         manifest.verify(tmp_path)
+
+
+def test_the_model_card_shows_robust_accuracy_when_the_run_has_it():
+    card = {
+        "format": "tflite", "quantize": "int8", "command": "python export.py runs/x --format tflite",
+        "created": "2026-12-06T12:00:00+00:00",
+        "model": {"name": "alphanet_v4", "run": "runs/x", "parameters": 1234, "members": None},
+        "data": {"dataset": "tiny-imagenet", "classes": 10, "per_class": None, "labels": "labels.txt"},
+        "input": {"name": "images", "preprocessing": "uint8"}, "outputs": {"logits": "float32"},
+        "training": {"command": "python train.py alphanet_v4"},
+        "evaluation": {"val_top1": 0.5, "val_top3": 0.75, "val_top5": 0.875},
+        "robustness": {"n": 500, "clean": 0.5, "command": "python evaluate.py runs/x",
+                       "eps": {"2/255": {"fgsm": 0.25, "pgd": 0.125}}},
+        "agreement": {"images": 500, "top1_agreement": 0.99, "required_top1_agreement": 0.98,
+                      "max_logit_difference": 0.5, "max_logit_difference_allowed": None},
+    }
+    text = model_card.markdown(card, {"model.tflite": {"bytes": 5401680}})
+    assert "| eps | fgsm | pgd |" in text and "| 2/255 | 25.0% | 12.5% |" in text
+    assert "top-1 50.0%, top-3 75.0%, top-5 87.5%" in text and "| model.tflite | 5,401,680 |" in text
+    assert "top-1 agreement 99.0% (required 98.0%)" in text and "allowed" not in text
+    del card["robustness"]
+    assert "Robust accuracy" not in model_card.markdown(card, {})
 
 
 @pytest.mark.parametrize("argv, words", [
