@@ -77,9 +77,12 @@ def test_argument_errors_are_one_line_with_exit_status_2(argv, words, tmp_path, 
 # ---------------------------------------------------------------------------------- slow: a real Tiny ImageNet run
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory, tiny_imagenet_shared):
-    config = trainer.default_config("cis680_allconv", dataset="tiny-imagenet", data=str(tiny_imagenet_shared),
+    # AlphaNet v4 without augmentation: after 4 short epochs its logits separate enough that int8 agrees on
+    # 149 of the 150 validation images (the check needs 147), where a smaller all-convolutional net's nearly
+    # tied logits leave it one flip from the limit.
+    config = trainer.default_config("alphanet_v4", dataset="tiny-imagenet", data=str(tiny_imagenet_shared),
                                     classes=3, per_class=60, verbose=0)
-    config.recipe = override(config.recipe, epochs=3, batch_size=30, learning_rate=3e-3)
+    config.recipe = override(config.recipe, epochs=4, batch_size=30, learning_rate=1e-3, augment="none")
     return trainer.train(config, tmp_path_factory.mktemp("runs") / "tiny3")
 
 
@@ -147,7 +150,7 @@ def test_export_round_trips_with_its_agreement_checked(tiny_run, tmp_path, fmt, 
     if quantize is None:
         assert agreement["max_logit_difference"] <= 1e-4
     assert card["input"] == {**card["input"], "dtype": "uint8", "shape": [64, 64, 3]}
-    assert card["evaluation"]["val_top1"] is not None and card["model"]["name"] == "cis680_allconv"
+    assert card["evaluation"]["val_top1"] is not None and card["model"]["name"] == "alphanet_v4"
     assert (out / manifest.LABELS).read_text().count("\n") == 3
     text = (out / manifest.CARD_MARKDOWN).read_text()
     assert "top-1 agreement" in text and f"{card['files'][manifest.LABELS]['bytes']:,}" in text
