@@ -62,7 +62,7 @@ def decode_file(path, expected_size=None, *, image_size=None, formats=FORMATS) -
     or a decompression bomb raises ValueError naming the file.
     """
     if formats is not FORMATS:
-        Image.init()  # registers the plugins beyond the few PIL loads up front (WebP, TIFF, MPO)
+        Image.init()  # registers the plugins beyond the few PIL loads up front (WebP, TIFF)
     try:
         with Image.open(path, formats=formats) as image:
             if expected_size is not None and image.size != expected_size:
