@@ -1,6 +1,6 @@
 """Serving speed of one run four ways: Keras `predict`, the SavedModel, TFLite float32 and TFLite int8.
 
-    python benchmarks/inference.py [--run runs/predict-demo] [--images 256] [--repeats 3]
+    python benchmarks/inference.py [--run runs/predict-demo-v2] [--images 256] [--repeats 3]
 
 The same validation images (uint8, the run's size) go through each form at batch 1 (one call per
 image, as a client classifying photos one by one) and batch 64. Each form is warmed up first; each
@@ -41,11 +41,12 @@ BATCH_SIZES = (1, 64)
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--run", type=pathlib.Path, default=REPO / "runs" / "predict-demo",
-                        help="a trained run folder (default: runs/predict-demo)")
+    parser.add_argument("--run", type=pathlib.Path, default=pathlib.Path("runs/predict-demo-v2"),
+                        help="a trained run folder (default: runs/predict-demo-v2, see results/export/README.md)")
     parser.add_argument("--images", type=positive_int, default=256, help="validation images timed (default: 256)")
     parser.add_argument("--repeats", type=positive_int, default=3, help="timed passes per form (default: 3)")
-    parser.add_argument("--out", type=pathlib.Path, default=OUTPUT, help=f"JSON output (default: {OUTPUT})")
+    parser.add_argument("--out", type=pathlib.Path, default=OUTPUT,
+                        help="JSON output (default: results/benchmarks/inference.json)")
     return parser
 
 
