@@ -79,7 +79,7 @@ def test_table_shows_counts_spread_and_paired_differences():
     assert "| da (flip and shift) | 2 | 61.0 ± 1.4 |" in text
     assert "| Smooth + da (γ 0.01, m 2) | -2.5 ± 0.5 (2) |" in text
     assert "| vanilla (no augmentation) | 0 | – |" in text
-    assert "4.0 CPU hours over 4 runs, 4 stage(s) trained outside the bench not counted" in text
+    assert "4.0 CPU hours over 4 runs, 4 stage(s) of runs trained outside the bench (adopted) not counted" in text
 
 
 @pytest.mark.parametrize("argv, message", [(["imt", "--seeds", "0", "0"], "repeats a seed"),
