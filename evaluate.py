@@ -76,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     from analysis import robustness
     from common.cli import dataset_of
     from common.run_folder import read_json, write_json, write_text
-    from common.run_loader import load_run, load_split
+    from loading.run_loader import load_run, load_split
 
     target = pathlib.Path(args.target)
     run = load_run(target)

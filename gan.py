@@ -91,7 +91,7 @@ def make_scorer(config):
     if not config.classifier:
         return None
     from analysis.gan_metrics import FeatureScorer
-    from common.run_loader import load_run, load_split
+    from loading.run_loader import load_run, load_split
 
     classifier = load_run(config.classifier).model
     val = load_split(config.to_dict(), "val", image_size=(64, 64))

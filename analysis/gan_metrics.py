@@ -185,7 +185,7 @@ def score_gan_run(gan_run: str | pathlib.Path, classifier_run: str | pathlib.Pat
     ``classifier_run``'s feature space; with ``gan_train_model`` also GAN-train and its real reference
     (the same model trained on as many real training images)."""
     from common.run_folder import read_json
-    from common.run_loader import load_model, load_run, load_split
+    from loading.run_loader import load_model, load_run, load_split
 
     gan_run = pathlib.Path(gan_run)
     if not (gan_run / "config.json").is_file():

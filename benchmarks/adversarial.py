@@ -119,7 +119,7 @@ def apgd_methods(model, x, arguments):
 
 def apgd_accuracy(run_dir, arguments):
     """APGD-CE accuracy of this project and of ART on one run's val images (same images, iterations, eps)."""
-    from common.run_loader import load_run, load_split
+    from loading.run_loader import load_run, load_split
 
     run = load_run(run_dir)
     val = load_split(run.config, "val", image_size=tuple(run.model.input_shape[1:3]))

@@ -125,7 +125,7 @@ def _size_summary(made: Generated) -> dict:
 def run_experiment(args, scale, out: pathlib.Path, runs_dir: pathlib.Path, command: str) -> None:
     """Per seed: a baseline run, adversarial images of N test images (figures, first seed) and of the training
     set, a retrain with the latter added, and clean/PGD test accuracy of both; then the tables."""
-    from common.run_loader import load_model
+    from loading.run_loader import load_model
     from common.run_folder import write_json
     from experiments import cis680_figures as figures
     from experiments.cis680_runs import cell, make_config, markdown_table, train_run, write_report

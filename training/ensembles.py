@@ -25,7 +25,7 @@ from models.transfer import InferenceOnly, MeanProbabilityLogits
 from training import trainer
 from training.recipes import Recipe
 from common.run_folder import atomic_path, write_json
-from common.run_loader import load_run, load_split
+from loading.run_loader import load_run, load_split
 from training.fit import Checkpoint, fit_into_run
 
 KINDS = ("alphastack", "average")

@@ -22,7 +22,7 @@ class SyntheticImages:
     """Replaces ``fraction`` of each batch by generated images of uniformly drawn classes."""
 
     def __init__(self, run_dir: str, fraction: float, seed: int = 0):
-        from common.run_loader import load_model
+        from loading.run_loader import load_model
 
         self.run_dir = pathlib.Path(run_dir)
         self.fraction = real_in_range("fraction", fraction, 0.0, 1.0)
