@@ -32,9 +32,9 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from augment import apgd as apgd_module  # noqa: E402
-from augment import attacks  # noqa: E402
-from augment.robust_accuracy import accuracy  # noqa: E402
+from attacks import apgd as apgd_module  # noqa: E402
+from attacks import core as attacks  # noqa: E402
+from attacks.accuracy import accuracy  # noqa: E402
 from training.adversarial import AdversarialConfig, AdversarialModel  # noqa: E402
 from common.checks import eps_label  # noqa: E402
 from common.cli import pixel_value, positive_int, run_cli  # noqa: E402

@@ -43,10 +43,10 @@ class Generated:
 
 def generate(model, images, labels, targets, *, confidence: float, step_size: float, max_steps: int,
              batch_size: int = 256) -> Generated:
-    """``augment.attacks.targeted_until_confident`` over ``images`` in batches, with the sizes it needed."""
+    """``attacks.core.targeted_until_confident`` over ``images`` in batches, with the sizes it needed."""
     import tensorflow as tf
 
-    from augment.attacks import targeted_until_confident
+    from attacks.core import targeted_until_confident
 
     pieces = []
     for start in range(0, len(images), batch_size):
@@ -88,8 +88,8 @@ def train_on_split(config, train_split, val_split, run_dir: pathlib.Path, label:
 
 
 def robustness(model, images, labels, *, eps: float, pgd_steps: int, seed: int) -> dict:
-    """Clean and L∞ PGD accuracy on held-out images (``augment.robust_accuracy``)."""
-    from augment.robust_accuracy import accuracy, pgd_attack
+    """Clean and L∞ PGD accuracy on held-out images (``attacks.accuracy``)."""
+    from attacks.accuracy import accuracy, pgd_attack
 
     return {"clean": accuracy(model, images, labels),
             "pgd": accuracy(model, images, labels, attack=pgd_attack(eps, steps=pgd_steps, seed=seed))}

@@ -12,7 +12,7 @@ import tensorflow as tf
 
 from models.routes import RouteRecorder
 from training.adversarial import AdversarialConfig, AttackMix
-from training.parts import View, make_part, make_parts, part_names, register_part
+from training.parts import Hook, InputTransform, LossTerm, View, make_part, make_parts, part_names, register_part
 from training.wrapper import TrainingModel, wrap
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -44,13 +44,13 @@ def compiled(model, learning_rate=0.05):
 
 # Three parts, each one registered object; none of them needed an edit of the wrapper.
 @register_part("loss", "test_constant_half")
-class ConstantHalf:
+class ConstantHalf(LossTerm):
     def __call__(self, model, views, outputs):
         return tf.constant(0.5)
 
 
 @register_part("transform", "test_zeros_view")
-class ZerosView:
+class ZerosView(InputTransform):
     """Adds a view of black images labelled 0 (replacing nothing) and counts the images it saw."""
 
     def __init__(self):
@@ -63,7 +63,7 @@ class ZerosView:
 
 
 @register_part("hook", "test_clip_kernels")
-class ClipKernels:
+class ClipKernels(Hook):
     def __init__(self, limit: float):
         self.limit = limit
 

@@ -22,7 +22,7 @@ import keras
 import tensorflow as tf
 
 from common import checks
-from training.parts import register_part
+from training.parts import LossTerm, register_part
 
 BLOCK_OUTPUT_SUFFIX = "_out"
 
@@ -69,14 +69,17 @@ def block_outputs(model: keras.Model) -> list[str]:
 
 
 @register_part("loss", "laplacian_smoothness")
-class LaplacianSmoothness:
+class LaplacianSmoothness(LossTerm):
     """γ · mean_l |σ_{l+1} − σ_l| over the chosen layers on the clean view (see the module docstring).
 
     gamma: weight γ > 0 (the IMT report: 0.01 with m = 2, or 0.001 with m = 1).
     power: m, the Laplacian's power (a positive integer).
     k: keep the k most similar neighbours per image; None keeps the full graph.
     layers: layer names; empty means every block output (``*_out``), resolved by ``bind(model)``.
+    It asks for the "clean" view only: the clean images no transform replaced.
     """
+
+    views = ("clean",)
 
     def __init__(self, gamma: float, power: int = 2, k: int | None = None, layers=()):
         self.gamma = checks.positive_real("gamma", gamma)

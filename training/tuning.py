@@ -30,7 +30,7 @@ import keras_tuner
 
 import data
 import models
-from augment.robust_accuracy import accuracy, pgd_attack
+from attacks.accuracy import accuracy, pgd_attack
 from common.checks import eps_label
 from training import recipes, trainer
 from common.run_folder import read_json, write_json, write_text
