@@ -5,7 +5,8 @@
     python evaluate.py runs/alphanet_v4-20261123-101500 --attack pgd autoattack --eps 8/255
 
 For a run folder the data flags default to the run's own; results go into its metrics.json
-(key "robustness") and robustness.md / robustness.json beside it. `--attack autoattack` runs
+(key "robustness") and robustness.md / robustness.json beside it. `--attack` takes any attack of
+the attack registry (``attacks.registry``; a plugin's too, see ``common.plugins``). `--attack autoattack` runs
 APGD-CE, APGD-T and Square (the standard AutoAttack), each on the images still robust, and adds the
 per-image worst case, each attack's ledger and its RobustBench-style record to both.
 """
@@ -22,10 +23,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("target", metavar="RUN_DIR|MODEL_FILE", help="a run folder or a .keras file")
     add_data_arguments(parser, defaults_from="the run's")
-    parser.add_argument("--attack", nargs="+", default=["fgsm", "pgd"],
-                        choices=("fgsm", "pgd", "autoattack", "snr", "noise"),
-                        help="fgsm/pgd/autoattack per eps; snr (FGSM at an SNR) and noise (Gaussian) per dB "
-                             "(default: fgsm pgd)")
+    parser.add_argument("--attack", nargs="+", default=["fgsm", "pgd"], metavar="NAME",
+                        help="attacks from the attack registry, each per eps (fgsm, pgd, fast, apgd-ce, apgd-dlr, "
+                             "apgd-t, square) or per dB (snr: FGSM at an SNR, noise: Gaussian), plugins' too "
+                             "(ZOO_PLUGINS); autoattack: the composition, per eps (default: fgsm pgd)")
     parser.add_argument("--eps", nargs="+", type=pixel_value, default=[1 / 255, 2 / 255, 4 / 255, 8 / 255],
                         help="L-inf radii in pixel units, at most 1 (default: 1/255 2/255 4/255 8/255)")
     parser.add_argument("--snr", nargs="+", type=float, default=[50, 45, 40, 33], help="SNRs in dB")
@@ -69,6 +70,11 @@ def main(argv: list[str] | None = None) -> int:
         raise ValueError("--version custom needs --components, e.g. --components apgd-ce square")
     if args.components and args.version != "custom":
         raise ValueError(f"--components are only for --version custom. Received: --version {args.version}")
+    from attacks.registry import get_attack
+
+    for name in args.attack:  # an unknown name fails before the model and data are read
+        if name != "autoattack":
+            get_attack(name)
     import shlex
 
     import numpy as np

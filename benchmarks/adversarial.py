@@ -128,8 +128,8 @@ def apgd_accuracy(run_dir, arguments):
     steps = arguments.apgd_steps
     rows = {"run": str(run_dir), "n": int(len(images)), "steps": steps, "eps": {}}
     for eps in arguments.accuracy_eps:
-        ours = accuracy(run.model, images, labels, lambda m, x, y: apgd_module.apgd(m, x, y, eps=eps, steps=steps,
-                                                                                     seed=0))
+        ours = accuracy(run.model, images, labels, lambda m, x, y, seed: apgd_module.apgd(m, x, y, eps=eps,
+                                                                                           steps=steps, seed=seed))
         row = {"clean": accuracy(run.model, images, labels), "this_project_apgd_ce": ours}
         try:
             adversarial = art_apgd(run.model, images, labels, steps, eps=eps, batch_size=128)()

@@ -89,10 +89,10 @@ def train_on_split(config, train_split, val_split, run_dir: pathlib.Path, label:
 
 def robustness(model, images, labels, *, eps: float, pgd_steps: int, seed: int) -> dict:
     """Clean and L∞ PGD accuracy on held-out images (``attacks.accuracy``)."""
-    from attacks.accuracy import accuracy, pgd_attack
+    from attacks.accuracy import accuracy
 
     return {"clean": accuracy(model, images, labels),
-            "pgd": accuracy(model, images, labels, attack=pgd_attack(eps, steps=pgd_steps, seed=seed))}
+            "pgd": accuracy(model, images, labels, "pgd", seed=seed, eps=eps, steps=pgd_steps)}
 
 
 def _shown_images(model, split, count: int):
