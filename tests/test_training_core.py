@@ -162,7 +162,8 @@ def test_the_import_graph_has_no_cycle_and_keeps_its_layers():
     broken = [(a, b) for a, edges in graph.items() for b in edges
               if (top(a), top(b)) in {("training", "analysis"), ("analysis", "training")}
               or (a in scripts and b in scripts)
-              or (top(a) in {"data", "models", "augment"} and top(b) in {"training", "analysis"})]
+              or (top(a) in {"data", "models", "augment", "attacks"} and top(b) in {"training", "analysis", "loading"})
+              or (top(a) == "common" and top(b) != "common")]  # the bottom layer imports no other package
     assert not broken, broken
     # A package importing its own __init__ is not a cycle; any other path back to a module is.
     state = {}
