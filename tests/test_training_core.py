@@ -203,3 +203,18 @@ def test_part_metrics_are_logged_for_training_only():
     model = compiled(wrap(small_model(), make_parts([{"kind": "loss", "name": "test_constant_half"}])))
     history = model.fit(x, y, batch_size=32, epochs=1, verbose=0, validation_data=(x, y)).history
     assert "test_constant_half" in history and "val_test_constant_half" not in history and "val_loss" in history
+
+
+def test_a_config_json_written_before_the_parts_carried_every_method_still_loads():
+    """Runs written when TrainConfig had "adversarial" and "save_bn" fields resume: the keys become part specs."""
+    from training.run_setup import TrainConfig, default_config
+
+    payload = default_config("cis680_allconv", dataset="digits").to_dict()
+    payload.update(adversarial={"attacks": "fast:1", "eps": 2 / 255, "fraction": 0.5, "logit_pairing": 0.5,
+                                "seed": 3}, save_bn="adv", parts=[{"kind": "hook", "name": "gradient_monitor"}])
+    config = TrainConfig.from_dict(payload)
+    assert [spec["name"] for spec in config.parts] == ["attack_mix", "logit_pairing", "gradient_monitor",
+                                                       "auxiliary_bn_model"]
+    assert config.parts[0]["attacks"] == {"fast": 1} and config.parts[0]["seed"] == 3
+    assert not {"adversarial", "save_bn"} & set(config.to_dict())
+    assert TrainConfig.from_dict(config.to_dict()) == config  # today's config.json reads back as written
