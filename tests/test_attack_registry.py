@@ -99,6 +99,14 @@ def test_plugins_are_imported_from_the_environment(monkeypatch, tmp_path):
         plugins.import_plugins()
 
 
+def test_evaluate_refuses_an_unknown_attack_in_one_line(capsys, tmp_path):
+    import evaluate as evaluate_cli
+
+    assert evaluate_cli.run_cli(evaluate_cli.main, [str(tmp_path / "none.keras"), "--attack", "pgd", "cw"]) == 2
+    error = capsys.readouterr().err.strip()
+    assert "Unknown attack 'cw'" in error and "pgd" in error and "\n" not in error
+
+
 @pytest.mark.slow  # two CLI subprocesses
 def test_a_plugin_attack_trains_through_train_py_and_evaluates_through_evaluate_py(tmp_path):
     env = {**os.environ, plugins.VARIABLE: str(PLUGIN), "TF_CPP_MIN_LOG_LEVEL": "2"}
