@@ -14,6 +14,8 @@ Every part (``Part``) may also override these hooks; the defaults do nothing:
   seed): a guard that watches robust accuracy, a CSV writer for a monitor's records.
 - ``checkpoints(base)``: further model files the run saves when val accuracy improves
   (``training.fit.Checkpoint``), beside model.keras.
+- ``check_model(base)``: called with the built model before config.json is written; raises ValueError
+  when the part cannot train it (a monitored layer it lacks, a generator of other classes).
 
 A part is a class registered under a name with ``@register_part(kind, name)`` and built from a spec
 dict ``{"kind": ..., "name": ..., **options}``; a run's config.json keeps the specs, so a new part
@@ -83,6 +85,9 @@ class Part:
 
     def checkpoints(self, base) -> list:
         return []
+
+    def check_model(self, base) -> None:
+        pass
 
 
 class InputTransform(Part):
