@@ -72,7 +72,7 @@ def clean_top1(model_path: pathlib.Path, run_dir: pathlib.Path, tmp_path: pathli
 @pytest.mark.slow  # trains four digits runs and loads each in a fresh Python
 def test_every_kind_of_run_saves_a_model_plain_keras_loads(tmp_path):
     runs = {"plain": ["cis680_allconv"], "parseval": ["cis680_deep_residual", "--parseval", "0.01"],
-            "dual_bn": ["cis680_deep_residual", "--dual-bn", "--adv", "fgsm:1", "--eps", "4/255"]}
+            "dual_bn": ["alphanet_v4", "--dual-bn", "--adv", "fgsm:1", "--eps", "4/255", "--save-bn", "adv"]}
     for name, argv in runs.items():
         run_dir = tmp_path / name
         assert train_cli.run_cli(train_cli.main, [*argv, *DATA, "--run-dir", str(run_dir)]) == 0, name
@@ -83,3 +83,5 @@ def test_every_kind_of_run_saves_a_model_plain_keras_loads(tmp_path):
         evaluated = json.loads((run_dir / "metrics.json").read_text())["val_top1"]
         # metrics.json holds a float32 mean; one image more or less would move it by 1/107
         assert clean_top1(run_dir / "model.keras", run_dir, tmp_path) == pytest.approx(evaluated, abs=1e-6), run_dir
+    auxiliary = tmp_path / "dual_bn" / "model-adv-bn.keras"  # the adversarial statistics, plain too
+    assert 0 <= clean_top1(auxiliary, tmp_path / "dual_bn", tmp_path) <= 1
