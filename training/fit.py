@@ -17,6 +17,7 @@ What a crash can cost, at any moment: at most the epoch it interrupted.
 """
 from __future__ import annotations
 
+import csv
 import dataclasses
 import math
 import os
@@ -73,6 +74,24 @@ class _CheckpointCallback(keras.callbacks.Callback):
             (export(self.checkpoint.model) if export else self.checkpoint.model).save(temporary)
 
 
+class _HistoryLogger(keras.callbacks.CSVLogger):
+    """CSVLogger whose appended rows keep the columns of the file they extend: for a fit without
+    validation (a GAN's) Keras adds val_ columns of "NA", which trim_history drops, so a resumed run's
+    rows would otherwise be longer than its header."""
+
+    def __init__(self, path: pathlib.Path, append: bool):
+        super().__init__(str(path), append=append)
+        self.columns = None
+        if append:
+            with path.open(newline="") as handle:
+                self.columns = next(csv.reader(handle))[1:]
+
+    def on_train_begin(self, logs=None):
+        super().on_train_begin(logs)
+        if self.columns:
+            self.keys = list(self.columns)
+
+
 def epochs_backed_up(backup_dir: pathlib.Path) -> int:
     """Epochs that BackupAndRestore has saved (0 when a run crashed during its first epoch)."""
     metadata = pathlib.Path(backup_dir) / "training_metadata.json"
@@ -111,8 +130,7 @@ def fit_into_run(model: keras.Model, run_dir, train_data, *, epochs: int, steps_
         previous = trim_history(history_path, epochs_backed_up(backup_dir)) if resume else []
         checkpoint_callbacks = [_CheckpointCallback(checkpoint, run_dir / checkpoint.filename)
                                 for checkpoint in checkpoints]
-        every = [EpochTimer(), *callbacks, *checkpoint_callbacks,
-                 keras.callbacks.CSVLogger(str(history_path), append=bool(previous))]
+        every = [EpochTimer(), *callbacks, *checkpoint_callbacks, _HistoryLogger(history_path, append=bool(previous))]
         for callback in every:
             if hasattr(callback, "resume_from"):  # state that lives in the finished epochs' history
                 callback.resume_from(previous)
