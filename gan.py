@@ -1,14 +1,16 @@
-"""Train the CS182 DCGAN or a class-conditional GAN on 64x64 images, and score what it generates.
+"""Train the CS182 DCGAN or a class-conditional GAN, and score what it generates (docs/gans.md).
 
-    python gan.py cgan --data ../shared/data/tiny-imagenet-200 --classes 10 --epochs 5 --classifier runs/tiny10
-    python gan.py dcgan --dataset digits --epochs 3 --generator-width 16 --discriminator-width 16
+    python gan.py cgan --dataset digits                  # offline: 32x32 digits, its own judge, about 10 min
+    python gan.py cgan --data ../shared/data/tiny-imagenet-200 --classes 10 --classifier runs/tiny10
     python gan.py --resume runs/cgan-20261125-171500
-    python gan.py score runs/cgan-20261125-171500 --classifier runs/tiny10 --gan-train alphanet_v4
+    python gan.py score runs/cgan-20261125-171500 [--classifier runs/tiny10] [--gan-train alphanet_v4]
 
-Training writes config.json, generator.keras, discriminator.keras, history.csv (d_loss, g_loss,
-d_real = mean D(x), d_fake = mean D(G(z)); fid, kid and gan_test per epoch with --classifier),
-samples-epochNNN.png per epoch (fixed noise; one row per class for cgan), samples.png and curves.png.
-`score` prints FID/KID/GAN-test (and GAN-train with --gan-train) as JSON, or writes it with --out.
+Flags left out take the dataset's default (training/gan_run.py). Training writes config.json,
+generator.keras, discriminator.keras, history.csv (d_loss, g_loss, d_real = mean D(x), d_fake =
+mean D(G(z)), sample_change; fid, kid, gan_test and diversity on scored epochs, with a judge),
+samples-epochNNN.png per epoch (fixed noise; one row per class for cgan), samples.png and curves.png,
+and warns when diversity or sample_change says the generator collapsed or stopped learning.
+`score` prints FID/KID/GAN-test/diversity (and GAN-train with --gan-train) as JSON, or writes it with --out.
 """
 from __future__ import annotations
 

@@ -78,10 +78,10 @@ np.save(sys.argv[3], keras.ops.convert_to_numpy(generator([inputs["noise"], inpu
 
 @pytest.mark.slow
 def test_the_digits_gan_makes_the_requested_digits_and_plain_keras_loads_it(tmp_path, capsys):
-    """Item 2 of the GAN issue at a third of the default budget: the run's own judge (>= 95% val)
+    """Item 2 of the GAN issue at two fifths of the default budget: the run's own judge (>= 95% val)
     recognises the requested digit in most samples, and they vary within each class."""
     run = tmp_path / "gan"
-    assert run_cli(gan.main, ["cgan", "--dataset", "digits", "--epochs", "16", "--quiet", "--run-dir", str(run)]) == 0
+    assert run_cli(gan.main, ["cgan", "--dataset", "digits", "--epochs", "20", "--quiet", "--run-dir", str(run)]) == 0
     assert read_json(run / "judge" / "metrics.json")["val_accuracy"] >= 0.95
     last = read_history(run / "history.csv")[-1]
     assert last["gan_test"] >= 0.8 and last["diversity"] >= 0.4, last

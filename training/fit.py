@@ -75,9 +75,9 @@ class _CheckpointCallback(keras.callbacks.Callback):
 
 
 class _HistoryLogger(keras.callbacks.CSVLogger):
-    """CSVLogger whose appended rows keep the columns of the file they extend: for a fit without
-    validation (a GAN's) Keras adds val_ columns of "NA", which trim_history drops, so a resumed run's
-    rows would otherwise be longer than its header."""
+    """CSVLogger whose columns are the logged ones, and whose appended rows keep the columns of the file
+    they extend: for a fit without validation (a GAN's) Keras adds val_ columns of "NA", which
+    trim_history drops, so a resumed run's rows were longer than its header."""
 
     def __init__(self, path: pathlib.Path, append: bool):
         super().__init__(str(path), append=append)
@@ -90,6 +90,11 @@ class _HistoryLogger(keras.callbacks.CSVLogger):
         super().on_train_begin(logs)
         if self.columns:
             self.keys = list(self.columns)
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.keys is None:
+            self.keys = sorted(logs or {})
+        super().on_epoch_end(epoch, logs)
 
 
 def epochs_backed_up(backup_dir: pathlib.Path) -> int:
