@@ -1,6 +1,6 @@
 """Train the CS182 DCGAN or a class-conditional GAN, and score what it generates (docs/gans.md).
 
-    python gan.py cgan --dataset digits                  # offline: 32x32 digits, its own judge, about 10 min
+    python gan.py cgan --dataset digits                  # offline: 32x32 digits, scored by its own judge
     python gan.py cgan --data ../shared/data/tiny-imagenet-200 --classes 10 --classifier runs/tiny10
     python gan.py --resume runs/cgan-20261125-171500
     python gan.py score runs/cgan-20261125-171500 [--classifier runs/tiny10] [--gan-train alphanet_v4]
@@ -47,7 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted GAN run with its own settings")
     add_data_arguments(parser, defaults_from="tiny-imagenet; with score, the run's")
     model = parser.add_argument_group("networks (defaults: the report's DCGAN read as in models/gan.py; "
-                                      "digits: 32x32, widths 32, dense 256)")
+                                      "digits: 32x32, widths 16, dense 256)")
     model.add_argument("--image-size", type=int, choices=(16, 32, 64), help="generated image size (default: 64)")
     model.add_argument("--latent-dim", type=positive_int, help="noise size (default: 100)")
     model.add_argument("--generator-width", type=positive_int,
@@ -56,7 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="w: the discriminator's convolutions have w, 2w, 4w, 8w channels (default: 64)")
     model.add_argument("--dense-units", type=positive_int, help="the discriminator's hidden dense layer (default: 1024)")
     train = parser.add_argument_group("training")
-    train.add_argument("--epochs", type=positive_int, help="epochs (default: 5; digits: 40)")
+    train.add_argument("--epochs", type=positive_int, help="epochs (default: 5; digits: 50)")
     train.add_argument("--batch-size", type=positive_int, help="batch size (default: 64)")
     train.add_argument("--learning-rate", type=positive_float, help="Adam's, both nets (default: 2e-4)")
     train.add_argument("--beta-1", type=fraction(low_open=False), help="Adam's beta_1 (default: 0.5)")
@@ -90,13 +90,9 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def given(args, names) -> list[str]:
-    """The flags among ``names`` that the command line set."""
-    return [f"--{name.replace('_', '-')}" for name in names if getattr(args, name) not in (None, False)]
-
-
 def refuse(args, names, context: str) -> None:
-    flags = given(args, names)
+    """Refuse the flags among ``names`` that the command line set: in ``context`` they do nothing."""
+    flags = [f"--{name.replace('_', '-')}" for name in names if getattr(args, name) not in (None, False)]
     if flags:
         raise ValueError(f"{context}: {', '.join(flags)} would be ignored")
 
@@ -169,6 +165,7 @@ def main(argv: list[str] | None = None) -> int:
         if (run_dir / "metrics.json").exists():
             raise ValueError(f"{run_dir} is a finished run: nothing to resume")
         config = load_config(run_dir)
+        config.verbose = 2 if args.quiet else config.verbose
     elif args.command is None:
         raise ValueError("name what to train (dcgan or cgan), or pass --resume RUN_DIR")
     else:

@@ -1,12 +1,12 @@
 """Why the GANs made coloured noise: the digits cGAN trained twice, identical but for BatchNormalization
 in the discriminator (as it was) or none (as it is now), same seed, data and steps.
 
-    python -m experiments.gan_batchnorm --steps 600 --classifier runs/gan-digits/judge --out results/gan
+    python -m experiments.gan_batchnorm --steps 600 [--image-size 64] --classifier runs/cgan-digits/judge --out results/gan
 
-Writes batchnorm-{with,without}-bn.png (fixed noise, row r asks for digit r) and batchnorm.json: per
-variant the generated images' mean brightness (the real digits': 0.31), their roughness (mean absolute
-difference of horizontally neighbouring pixels; the real digits': 0.07), and with --classifier the
-GAN-test and diversity of training.gan_run's scorer.
+Writes batchnorm-SIZE-{with,without}-bn.png (fixed noise, row r asks for digit r) and batchnorm-SIZE.json:
+per variant the generated images' mean brightness and roughness (mean absolute difference of horizontally
+neighbouring pixels), the real training digits' beside them, and with --classifier the FID, KID,
+GAN-test and diversity of gan.py's scorer.
 """
 from __future__ import annotations
 
