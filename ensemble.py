@@ -34,7 +34,7 @@ def head_widths(text: str) -> tuple[int, ...]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
+    common = cli.ArgumentParser(add_help=False)
     common.add_argument("members", nargs="+", metavar="RUN_DIR", help="run folders of the trained members")
     cli.add_data_arguments(common, defaults_from="the first member's")
     run = common.add_argument_group("run")
@@ -46,7 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--out", type=pathlib.Path, metavar="FILE",
                      help="also write the members-vs-ensemble table and this command here (e.g. results/x.md)")
 
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = cli.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     kinds = parser.add_subparsers(dest="kind", required=True)
     stack = kinds.add_parser("alphastack", parents=[common], help="train a dense head on the frozen members' logits")
     stack.add_argument("--epochs", type=cli.positive_int, default=32, help="epochs of head training (default: 32)")
@@ -64,18 +64,22 @@ def main(argv: list[str] | None = None) -> int:
         if not (pathlib.Path(member) / "model.keras").is_file():
             raise FileNotFoundError(f"{member} is not a trained run folder (no model.keras)")
     from training import ensembles
-    from common.run_folder import new_run_dir, read_json, write_text
+    from common.run_folder import check_writable, hold_run_folder, new_run_dir, read_json, write_text
 
     run_dir = new_run_dir(args.kind, args.run_dir)
+    if args.out:
+        check_writable(args.out.parent)
     members = ensembles.load_members(args.members)
     command = shlex.join(["python", "ensemble.py", *argv])
     options = dict(dataset=args.dataset, data=args.data, classes=args.classes, per_class=args.per_class,
                    batch_size=args.batch_size, seed=args.seed, verbose=2 if args.quiet else "auto", command=command)
-    if args.kind == "alphastack":
-        ensembles.train_alphastack(members, run_dir, head=args.head, epochs=args.epochs,
-                                   learning_rate=args.learning_rate, **options)
-    else:
-        ensembles.save_average(members, run_dir, **options)
+    with hold_run_folder(run_dir, create=True):
+        new_run_dir(args.kind, run_dir)  # again under the lock: another command may have just started one
+        if args.kind == "alphastack":
+            ensembles.train_alphastack(members, run_dir, head=args.head, epochs=args.epochs,
+                                       learning_rate=args.learning_rate, **options)
+        else:
+            ensembles.save_average(members, run_dir, **options)
     metrics = read_json(run_dir / "metrics.json")
     print(ensembles.markdown_table(metrics, args.kind))
     if args.out:

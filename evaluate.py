@@ -15,11 +15,12 @@ import argparse
 import pathlib
 import sys
 
+from common import cli
 from common.cli import add_data_arguments, non_negative_int, pixel_value, positive_int, run_cli
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = cli.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("target", metavar="RUN_DIR|MODEL_FILE", help="a run folder or a .keras file")
     add_data_arguments(parser, defaults_from="the run's")
     parser.add_argument("--attack", nargs="+", default=["fgsm", "pgd"],
@@ -52,44 +53,80 @@ def build_parser() -> argparse.ArgumentParser:
                             help="run every attack on every clean-correct image, so each column is its own accuracy")
     autoattack.add_argument("--seed", type=non_negative_int, default=0, help="the attacks' seed (default: 0)")
     parser.add_argument("--out", type=pathlib.Path, help="also write the Markdown table here (e.g. results/x.md)")
-    parser.error = _one_line_error
     return parser
 
 
-def _one_line_error(message: str):
-    """A refused flag is one line and exit status 2, like every other user error (no usage dump)."""
-    print(f"error: {message}", file=sys.stderr)
-    sys.exit(2)
+AUTOATTACK_FLAGS = ("version", "components", "autoattack_eps", "apgd_steps", "targets", "square_queries",
+                    "standalone", "seed")
+# Classes each AutoAttack component needs: the DLR loss reads the 3 largest logits, targeted DLR the 4 largest.
+CLASSES_NEEDED = {"apgd-ce": 2, "apgd-dlr": 3, "apgd-t": 4, "square": 2}
 
 
-def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    args = build_parser().parse_args(argv)
+def check_flags(args, defaults) -> None:
+    """Flags that would be ignored or contradict each other, refused before anything is loaded."""
     if args.version == "custom" and not args.components:
         raise ValueError("--version custom needs --components, e.g. --components apgd-ce square")
     if args.components and args.version != "custom":
         raise ValueError(f"--components are only for --version custom. Received: --version {args.version}")
+    if "autoattack" not in args.attack:
+        given = [f"--{name.replace('_', '-')}" for name in AUTOATTACK_FLAGS
+                 if getattr(args, name) != getattr(defaults, name)]
+        if given:
+            raise ValueError(f"{', '.join(given)} only appl{'ies' if len(given) == 1 else 'y'} to --attack "
+                             "autoattack, which is not asked for")
+
+
+def check_autoattack(args, num_classes: int) -> None:
+    """AutoAttack's components against the classes the model predicts, before any data is read."""
+    if "autoattack" not in args.attack:
+        return
+    from analysis.autoattack import VERSIONS
+
+    components = args.components or VERSIONS[args.version]
+    short = [name for name in components if CLASSES_NEEDED[name] > num_classes]
+    if short:
+        raise ValueError(f"{', '.join(short)} need at least {max(CLASSES_NEEDED[name] for name in short)} classes "
+                         f"and the model predicts {num_classes}: use --version custom --components apgd-ce square")
+    if "apgd-t" in components and args.targets > num_classes - 1:
+        raise ValueError(f"--targets {args.targets} is more than the {num_classes - 1} classes besides the true "
+                         "one; pass --targets at most that")
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    check_flags(args, parser.parse_args([args.target]))
+    target = pathlib.Path(args.target)
+    if target.is_dir():
+        from common.run_folder import hold_run_folder
+
+        with hold_run_folder(target):  # it writes the run's metrics.json: one writer at a time
+            return evaluate(args, argv, target)
+    return evaluate(args, argv, target)
+
+
+def evaluate(args, argv, target: pathlib.Path) -> int:
     import shlex
 
     import numpy as np
 
     from analysis import robustness
     from common.cli import dataset_of
-    from common.run_folder import read_json, write_json, write_text
+    from common.run_folder import check_writable, read_json, write_json, write_text
     from common.run_loader import load_run, load_split
 
-    target = pathlib.Path(args.target)
+    out_dir = target if target.is_dir() else target.parent
+    for folder in (out_dir, *((args.out.parent,) if args.out else ())):
+        check_writable(folder)  # a read-only folder is refused now, not after every attack has run
     run = load_run(target)
     model, model_path = run.model, run.model_path
+    check_autoattack(args, int(model.output_shape[-1]))
 
     height, width = model.input_shape[1:3]
     dataset = dataset_of(args, fallback=run.config.get("dataset", "tiny-imagenet"))
     val = load_split(run.config, "val", image_size=(height, width), dataset=dataset, data_path=args.data,
                      classes=args.classes)
-    uses_targets = args.version == "standard" or "apgd-t" in (args.components or ())
-    if "autoattack" in args.attack and uses_targets and args.targets > val.num_classes - 1:
-        raise ValueError(f"--targets {args.targets} is more than the {val.num_classes - 1} classes besides the true "
-                         "one; pass --targets at most that")
     images, labels = val.images, val.labels
     if args.limit and args.limit < len(images):
         chosen = np.sort(np.random.default_rng(0).permutation(len(images))[:args.limit])
@@ -111,7 +148,6 @@ def main(argv: list[str] | None = None) -> int:
     print(table)
 
     stem = "robustness" if target.is_dir() else f"{target.stem}-robustness"
-    out_dir = target if target.is_dir() else target.parent
     write_json(out_dir / f"{stem}.json", result)
     for path in filter(None, (out_dir / f"{stem}.md", args.out)):
         write_text(path, table)

@@ -13,13 +13,14 @@ import pathlib
 import shlex
 import sys
 
+from common import cli
 from common.cli import add_data_arguments, dataset_of, fraction, non_negative_int, positive_float, positive_int, run_cli
 
 METHODS = ("vanilla", "smoothgrad", "gradcam", "gradcam++")  # analysis.saliency.METHODS, without importing TF
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = cli.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True, metavar="{saliency,pca,tsne}")
 
     saliency = commands.add_parser("saliency", help="saliency maps, figures and pointing-game scores of runs",
@@ -92,8 +93,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def saliency(args, command: str) -> int:
-    from analysis import saliency_report
-    from common.run_folder import write_json, write_text
+    import contextlib
+
+    from common.run_folder import check_writable, hold_run_folder
 
     runs = [pathlib.Path(run) for run in args.runs]
     for run in runs:
@@ -102,6 +104,16 @@ def saliency(args, command: str) -> int:
     if len(runs) > 1 and args.out is None:
         raise ValueError("several runs share one table: name its folder with --out DIR")
     out = args.out or (runs[0] / "explain" if runs[0].is_dir() else runs[0].parent / "explain")
+    check_writable(out)  # refused now, not after every saliency map has been computed
+    # Writing into a run folder (the default): hold its lock, which also refuses links inside it (explain/).
+    with hold_run_folder(runs[0]) if args.out is None and runs[0].is_dir() else contextlib.nullcontext():
+        return _saliency(args, command, runs, out)
+
+
+def _saliency(args, command: str, runs: list[pathlib.Path], out: pathlib.Path) -> int:
+    from analysis import saliency_report
+    from common.run_folder import write_json, write_text
+
     options = dict(noise_level=args.noise, samples=args.samples, layer=args.layer, seed=args.seed)
     results = []
     for run in runs:
@@ -123,7 +135,9 @@ def saliency(args, command: str) -> int:
 
 def pca(args, command: str) -> int:
     from analysis import pca_report
+    from common.run_folder import check_writable
 
+    check_writable(args.out)  # refused now, not after the covariance of the whole set
     pca_report.explain_dataset(dataset_of(args), data_path=args.data, classes=args.classes,
                                per_class=args.per_class, limit=args.limit, components=args.components,
                                per_image_sample=args.per_image_sample, chunk=args.chunk, seed=args.seed,
@@ -133,9 +147,15 @@ def pca(args, command: str) -> int:
 
 def tsne(args, command: str) -> int:
     from analysis import embedding
+    from common.run_folder import check_writable
 
     runs = [source for source in args.features if source != "pixels"]
     out = args.out or (pathlib.Path(runs[0]) / "explain" if runs else pathlib.Path("explain-tsne"))
+    check_writable(out)
+    if args.out is None and runs:
+        from common.run_folder import refuse_symlinks
+
+        refuse_symlinks(runs[0])
     embedding.explain_sample(dataset_of(args), data_path=args.data, classes=args.classes, per_class=args.per_class,
                              wnids=args.wnids, features=args.features, perplexities=args.perplexity,
                              variance=args.variance, points=args.points, seed=args.seed, threads=args.threads,

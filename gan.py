@@ -20,8 +20,8 @@ import pathlib
 import shlex
 import sys
 
-from common.cli import (add_data_arguments, dataset_of, fraction, non_negative_float, non_negative_int, positive_float,
-                        positive_int, run_cli)
+from common.cli import (ArgumentParser, add_data_arguments, dataset_of, fraction, non_negative_float, non_negative_int,
+                        positive_float, positive_int, run_cli)
 
 # Flags that shape training; left out (None), they take the dataset's default (training.gan_run.DEFAULTS).
 TRAIN_FLAGS = ("epochs", "batch_size", "latent_dim", "generator_width", "discriminator_width", "dense_units",
@@ -32,15 +32,8 @@ DATA_FLAGS = ("data", "dataset", "classes", "per_class")
 SCORE_FLAGS = ("gan_train", "gan_train_epochs", "out")
 
 
-class OneLineParser(argparse.ArgumentParser):
-    """argparse whose refusals are one line (run_cli's "error: ...", exit status 2), not the usage block."""
-
-    def error(self, message):
-        raise ValueError(message)
-
-
 def build_parser() -> argparse.ArgumentParser:
-    parser = OneLineParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("command", nargs="?", choices=("dcgan", "cgan", "score"),
                         help="dcgan (unconditional), cgan (class-conditional, projection discriminator) or score")
     parser.add_argument("target", nargs="?", metavar="GAN_RUN", help="with score: the GAN run folder to score")

@@ -20,7 +20,7 @@ from common.cli import run_cli
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = cli.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("model", nargs="?", help="a model name from the zoo (see --list)")
     parser.add_argument("--list", action="store_true", help="list the models and their recipes, then exit")
     parser.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its last finished epoch")
@@ -93,11 +93,16 @@ def read_hparams(args) -> dict:
 
 
 def config_from_args(args, argv):
+    from common.run_config import check_image_size, check_train_config
     from models.registry import check_options
     from training import flags, recipes, trainer
+    from training.flag_rules import refuse_ignored_flags
 
     if not args.model:
         raise ValueError("name a model to train (python train.py --list shows them) or pass --resume RUN_DIR")
+    refuse_ignored_flags(args, build_parser().parse_args([]))
+    if args.image_size is not None:
+        check_image_size("--image-size", args.image_size, dataset=cli.dataset_of(args), classes=args.classes)
     changes = read_hparams(args)
     # Only flags given on the command line override the file (a flag left out is None).
     changes.update({name: getattr(args, name) for name in RECIPE_FLAGS
@@ -124,6 +129,7 @@ def config_from_args(args, argv):
 
     config.phases = check_phase_spec(config.recipe, args.phases)  # a bad spec fails before any data is read
     trainer.check_parts(config)  # a bad mix, eps or part option fails before any data is read
+    check_train_config(config.to_dict(), f"--hparams {args.hparams}" if args.hparams else "the command line")
     return config
 
 
@@ -137,6 +143,7 @@ def ignored_with_resume(args, argv) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = build_parser().parse_args(argv)
+    from common.run_config import check_train_config
     from common.run_folder import check_writable, new_run_dir, read_json
     from training import trainer
 
@@ -154,15 +161,20 @@ def main(argv: list[str] | None = None) -> int:
         ignored = ignored_with_resume(args, argv)
         if ignored:
             print(f"note: {', '.join(ignored)} ignored with --resume: the run's config.json decides", file=sys.stderr)
-        if (run_dir / "metrics.json").exists():
-            raise ValueError(f"{run_dir} is a finished run: nothing to resume")
-        config = trainer.TrainConfig.from_dict(read_json(run_dir / "config.json"))
-        check_writable(run_dir)
-        trainer.train(config, run_dir, resume=True)
+        with trainer.folder_lock(run_dir, create=False):  # before anything in it is read
+            if (run_dir / "metrics.json").exists():
+                raise ValueError(f"{run_dir} is a finished run: nothing to resume")
+            payload = check_train_config(read_json(run_dir / "config.json"), str(run_dir / "config.json"))
+            config = trainer.TrainConfig.from_dict(payload)
+            trainer.check_parts(config)  # a tampered part or attack spec is one line, not a TypeError mid-build
+            check_writable(run_dir)
+            trainer.train(config, run_dir, resume=True)
     else:
         config = config_from_args(args, argv)
         run_dir = new_run_dir(config.model, args.run_dir)
-        trainer.train(config, run_dir)
+        with trainer.folder_lock(run_dir):
+            new_run_dir(config.model, run_dir)  # again under the lock: another command may have just started one
+            trainer.train(config, run_dir)
     metrics = read_json(run_dir / "metrics.json")
     for name, scores in sorted(metrics.get("phases", {}).items(), key=lambda item: item[1]["phase"]):
         print(f"phase {scores['phase']} {name:14s} val top-1 {scores['val_top1']:.4f}  top-3 {scores['val_top3']:.4f}  "

@@ -24,7 +24,7 @@ from common.cli import run_cli
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = cli.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("model", help="a model name from the zoo (python train.py --list)")
     parser.add_argument("--search", default="optimizer", help="optimizer (optimizer, learning rate) "
                         "or augment (policy none/A/B/C, and eps with --adv)")
@@ -57,9 +57,30 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+SEARCH_FLAGS = {"optimizer": ("optimizers", "lr_min", "lr_max"), "augment": ("adv", "adv_fraction", "eval_eps")}
+
+
+def refuse_ignored_flags(args, defaults) -> None:
+    """A search-space flag of the other search, or an adversarial one without --adv, would do nothing."""
+    def flags(names):
+        return [f"--{name.replace('_', '-')}" for name in names if getattr(args, name) != getattr(defaults, name)]
+
+    for search, names in SEARCH_FLAGS.items():
+        given = flags(names)
+        if given and args.search != search and args.search in SEARCH_FLAGS:
+            raise ValueError(f"{', '.join(given)} only appl{'ies' if len(given) == 1 else 'y'} to --search {search}, "
+                             f"not --search {args.search}")
+    given = flags(("adv_fraction", "eval_eps"))
+    if given and not args.adv:
+        raise ValueError(f"{', '.join(given)} only appl{'ies' if len(given) == 1 else 'y'} with --adv "
+                         "(an adversarial augment search)")
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    refuse_ignored_flags(args, parser.parse_args([args.model]))
     from training import tuning
     from common.run_folder import write_text
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import errno
 import os
+import re
 import sys
 import zipfile
 from typing import Callable
@@ -20,6 +21,22 @@ DATASETS = ("tiny-imagenet", "cifar10", "cifar100", "svhn", "digits")
 # else is a bug and keeps its traceback.
 USER_ERRORS = (ValueError, FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError, KeyError,
                zipfile.BadZipFile)
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse's parser whose refusal is one line, ``prog: error: message``, and exit status 2, like every
+    other user error (argparse prints its whole usage block first; ``--help`` still shows it).
+
+    A value like ``-1/255`` or ``-2e-3`` is read as a value, not as an unknown option, so its own type
+    check says what is wrong with it ("must be in [0, 1]") instead of "expected one argument". Sub-command
+    parsers are of this class too."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._negative_number_matcher = re.compile(r"^-(\d+\.?\d*|\.\d+)(e[-+]?\d+)?(/\d+)?$", re.IGNORECASE)
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message}\n")
 
 
 def _message(error: BaseException) -> str:

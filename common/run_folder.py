@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import datetime
+import fcntl
 import json
 import math
 import os
@@ -18,6 +19,7 @@ import tempfile
 
 DEFAULT_RUNS_ROOT = pathlib.Path("runs")
 TEMPORARY_MARK = ".tmp-"
+LOCK_NAME = ".lock"
 
 
 def new_run_dir(model_name: str, run_dir: str | os.PathLike | None = None) -> pathlib.Path:
@@ -49,6 +51,91 @@ def check_writable(folder: pathlib.Path) -> None:
         raise NotADirectoryError(f"{existing} is a file, not a folder")
     if not os.access(existing, os.W_OK | os.X_OK):
         raise PermissionError(f"{existing} is not writable")
+
+
+# ------------------------------------------------------------------------ one writer per folder
+class FolderInUse(ValueError):
+    """Another process holds the run folder's lock."""
+
+
+_held: dict[str, list] = {}  # real path -> [lock file descriptor, nesting depth] of the locks this process holds
+
+
+def refuse_symlinks(folder: str | os.PathLike) -> None:
+    """Raise if anything inside ``folder`` is a symbolic link.
+
+    Keras' CSVLogger, BackupAndRestore and every ``open`` follow links, so a planted ``history.csv`` or
+    ``backup/`` link would send a run's writes (or BackupAndRestore's final rmtree) to a file elsewhere.
+    The folder itself may be a link (a runs/ folder on another disk); nothing inside it may."""
+    for root, directories, files in os.walk(folder):  # os.walk never descends into a linked folder
+        for name in directories + files:
+            path = pathlib.Path(root, name)
+            if path.is_symlink():
+                raise ValueError(f"{path} is a symbolic link: a run folder's files are never written through "
+                                 "links; replace it with a real file or folder")
+
+
+def _holder(lock_path: pathlib.Path) -> str:
+    try:
+        pid = lock_path.read_text().strip()
+    except OSError:
+        pid = ""
+    return f"process {pid}" if pid.isdigit() else "another process"
+
+
+@contextlib.contextmanager
+def hold_run_folder(folder: str | os.PathLike, *, create: bool = False):
+    """Hold ``folder``'s exclusive writer lock (``fcntl.flock`` on ``folder/.lock``) while the block runs.
+
+    Taken before anything in the folder is read or written, so two commands on one folder never
+    interleave; the OS releases it when the process dies, so a killed run never blocks its resume.
+    A second process is refused with ``FolderInUse`` naming the holder's pid. Re-entrant within a
+    process (the CLI and ``fit_into_run`` both hold it). ``create`` makes a missing folder; one that
+    this call made and that is still empty at the end is removed, so a refused new run leaves nothing.
+    Anything inside the folder that is a symbolic link is refused first (``refuse_symlinks``)."""
+    folder = pathlib.Path(folder)
+    key = os.path.realpath(folder)
+    if key in _held:
+        _held[key][1] += 1
+        try:
+            yield folder
+        finally:
+            _held[key][1] -= 1
+        return
+    made = []
+    if not folder.is_dir():
+        if not create:
+            raise FileNotFoundError(f"{folder} does not exist or is not a folder")
+        check_writable(folder)
+        missing = folder
+        while not missing.exists():
+            made.append(missing)
+            missing = missing.parent
+        folder.mkdir(parents=True, exist_ok=True)
+        key = os.path.realpath(folder)
+    refuse_symlinks(folder)
+    lock_path = folder / LOCK_NAME
+    descriptor = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, _umask_mode())
+    try:
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise FolderInUse(f"{folder} is in use by {_holder(lock_path)}: one command at a time writes a "
+                              "run folder; wait for it to end or stop it") from None
+        os.ftruncate(descriptor, 0)
+        os.write(descriptor, f"{os.getpid()}\n".encode())
+        _held[key] = [descriptor, 1]
+        try:
+            yield folder
+        finally:
+            del _held[key]
+            if made and [path.name for path in folder.iterdir()] == [LOCK_NAME]:
+                lock_path.unlink()
+                for path in made:  # innermost first; only the folders this call made, and only when empty
+                    with contextlib.suppress(OSError):
+                        path.rmdir()
+    finally:
+        os.close(descriptor)  # releases the lock
 
 
 def _umask_mode() -> int:

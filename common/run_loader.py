@@ -3,7 +3,8 @@
 The one module of the bottom layer that reaches up: it imports ``models`` (whose import registers
 the zoo's custom layers, so ``.keras`` files load with ``safe_mode=True``) and ``data`` at call
 time. Every path in a run's config is untrusted input: it only ever reaches data readers that
-parse image and array files, never an unpickler of arbitrary objects.
+parse image and array files, never an unpickler of arbitrary objects; every field goes through
+``common.run_config`` first, and the model must predict the classes the config names.
 """
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import dataclasses
 import pathlib
 import zipfile
 
+from common import run_config
 from common.run_folder import read_json
 
 
@@ -54,11 +56,21 @@ def load_run(target: str | pathlib.Path, *, model_file: str = "model.keras") -> 
     if target.is_dir():
         if not (target / "config.json").is_file():
             raise FileNotFoundError(f"{target} is not a run folder: it has no config.json")
-        config = read_json(target / "config.json")
+        source = target / "config.json"
+        config = read_json(source)
+        if run_config.is_gan_run(config):
+            raise ValueError(f"{target} is a GAN run (gan.py), not a classifier run: it has no model.keras to "
+                             f"load; score it with python gan.py score {target}")
+        if "recipe" in config:
+            run_config.check_train_config(config, str(source))
+        else:
+            run_config.check_data_fields(config, str(source))
         model_path = target / model_file
         if not model_path.is_file():
             raise FileNotFoundError(f"{model_path} does not exist: {target} has no trained model yet")
-        return LoadedRun(target, model_path, config, load_model(model_path))
+        model = load_model(model_path)
+        run_config.check_model_classes(model.output_shape[-1], config, str(source))
+        return LoadedRun(target, model_path, config, model)
     if not target.exists():
         raise FileNotFoundError(f"{target} does not exist: pass a run folder or a .keras file")
     return LoadedRun(None, target, {}, load_model(target))

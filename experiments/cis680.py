@@ -19,6 +19,7 @@ import pathlib
 import shlex
 import sys
 
+from common import cli
 from common.cli import add_data_arguments, dataset_of, non_negative_int, pixel_value, positive_float, positive_int
 from common.cli import run_cli
 
@@ -30,8 +31,8 @@ PREPROCESSING = {"raw": ("none", "none"), "normalised": ("imagenet", "none"),
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m experiments.cis680", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = cli.ArgumentParser(prog="python -m experiments.cis680", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("experiment", choices=EXPERIMENTS, help="which experiment to run")
     add_data_arguments(parser)
     parser.set_defaults(dataset=None)
@@ -127,6 +128,9 @@ def main(argv: list[str] | None = None) -> int:
     import models
 
     models.get_builder(args.model)  # an unknown model fails before any data is read
+    from experiments.preflight import check_experiment
+
+    check_experiment(dataset=scale.dataset, data=args.data, classes=args.classes, seeds=args.seeds)
     out = pathlib.Path(args.out or f"results/cis680/{data_tag(scale)}")
     runs_dir = pathlib.Path(args.runs or f"runs/cis680/{args.experiment}-{data_tag(scale)}")
     command = shlex.join(["python", "-m", "experiments.cis680", *argv])

@@ -21,8 +21,10 @@ import sys
 
 import numpy as np
 
+from common import cli
 from common.cli import run_cli
 from common.run_folder import read_json, write_json, write_text
+from experiments.preflight import check_experiment
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 SNRS = ("50", "45", "40", "33")
@@ -138,14 +140,15 @@ def table(name: str, rows: list[dict], commands: list[str], limit: int) -> str:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = cli.ArgumentParser(prog="python -m experiments.robust_methods", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("table", choices=sorted(TABLES), help="which table to run")
     parser.add_argument("--data", default="../shared/data/tiny-imagenet-200", help="Tiny ImageNet folder or zip")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="seeds (default: 0 1 2)")
+    parser.add_argument("--seeds", type=cli.non_negative_int, nargs="+", default=[0, 1, 2],
+                        help="seeds (default: 0 1 2)")
     parser.add_argument("--configs", nargs="+",
                         help="train only these configurations, in this order (the table shows all)")
-    parser.add_argument("--limit", type=int, default=200, help="val images evaluated (default: 200)")
+    parser.add_argument("--limit", type=cli.positive_int, default=200, help="val images evaluated (default: 200)")
     parser.add_argument("--runs", default="runs/robust_methods", help="parent of the run folders")
     parser.add_argument("--table-only", action="store_true", help="write the table from finished runs; train nothing")
     args = parser.parse_args(argv)
@@ -155,6 +158,8 @@ def main(argv=None) -> int:
         raise ValueError(f"unknown configurations {unknown}; known: {', '.join(known)}")
     order = [known[key] for key in args.configs] if args.configs else TABLES[args.table]  # trained in this order
     runs_root = ROOT / args.runs
+    if not args.table_only:  # the runs read --data from the repository root, and so does the check
+        check_experiment(dataset="tiny-imagenet", data=str(ROOT / args.data), classes=int(CLASSES), seeds=args.seeds)
 
     def folder(key: str, seed) -> str:
         return f"{key if '/' in key else args.table + '/' + key}-s{seed}"

@@ -96,7 +96,7 @@ def test_evaluate_refuses_bad_flags_in_one_line(flags, message, tmp_path, capsys
     with pytest.raises(SystemExit) as exit_info:
         evaluate_cli.main([str(tmp_path / "model.keras"), *flags])
     error = capsys.readouterr().err.strip()
-    assert exit_info.value.code == 2 and "\n" not in error and error.startswith("error: ") and message in error
+    assert exit_info.value.code == 2 and "\n" not in error and "error: " in error and message in error
 
 
 def test_evaluate_refuses_more_targets_than_classes(trained_run, capsys):
@@ -114,8 +114,8 @@ def test_evaluate_rejects_a_missing_model(tmp_path, capsys):
 def test_train_cli_runs_adversarial_training(mix, tmp_path):
     run_dir = tmp_path / "run"
     argv = ["cis680_allconv", "--dataset", "digits", "--classes", "4", "--per-class", "30", "--epochs", "1",
-            "--batch-size", "32", "--adv", mix, "--eps", "4/255", "--pgd-steps", "3", "--quiet",
-            "--run-dir", str(run_dir)]
+            "--batch-size", "32", "--adv", mix, "--eps", "4/255", "--quiet", "--run-dir", str(run_dir),
+            *(["--pgd-steps", "3"] if "pgd" in mix else [])]  # train.py refuses --pgd-steps without PGD
     assert train_cli.run_cli(train_cli.main, argv) == 0
     config = json.loads((run_dir / "config.json").read_text())
     assert config["adversarial"]["attacks"] == mix and config["adversarial"]["eps"] == pytest.approx(4 / 255)

@@ -317,9 +317,9 @@ def test_collapse_watch_warns_on_low_diversity_and_still_samples(capsys):
 def test_a_non_finite_loss_stops_training_with_one_error():
     from training.gan import StopOnNonFiniteLoss
 
-    StopOnNonFiniteLoss().on_train_batch_end(0, {"d_loss": 0.7, "g_loss": 0.7})
-    with pytest.raises(ValueError, match="training diverged: g_loss is nan at step 5"):
-        StopOnNonFiniteLoss().on_train_batch_end(4, {"d_loss": 0.7, "g_loss": float("nan")})
+    StopOnNonFiniteLoss().on_epoch_end(0, {"d_loss": 0.7, "g_loss": 0.7})
+    with pytest.raises(ValueError, match="training diverged: g_loss is nan after epoch 5"):
+        StopOnNonFiniteLoss().on_epoch_end(4, {"d_loss": 0.7, "g_loss": float("nan")})
 
 
 @pytest.mark.slow

@@ -1,10 +1,14 @@
 """Callbacks that keep a run folder complete and honest across crashes and resumes."""
 from __future__ import annotations
 
+import math
+import os
+import pathlib
 import time
 
 import keras
 
+from common.run_folder import TEMPORARY_MARK, read_json, write_json
 
 
 class EpochTimer(keras.callbacks.Callback):
@@ -16,6 +20,20 @@ class EpochTimer(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         if logs is not None:
             logs["epoch_seconds"] = time.perf_counter() - self._start
+
+
+class StopOnNonFiniteLoss(keras.callbacks.Callback):
+    """Stops a diverged run with a clear error at the end of the epoch whose loss is NaN or infinite.
+
+    Put first: the diverged epoch is then neither logged nor backed up, so the run folder keeps its last
+    finite epoch. (Checked once an epoch, unlike TerminateOnNaN's per-batch check, so it costs no sync.)"""
+
+    def on_epoch_end(self, epoch, logs=None):
+        loss = (logs or {}).get("loss")
+        if loss is not None and not math.isfinite(float(loss)):
+            raise ValueError(f"the training loss is {float(loss)} after epoch {epoch + 1}: training diverged; "
+                             "start a new run with a lower learning rate or loss weight (--smoothness, "
+                             "--logit-pairing)")
 
 
 class _ReplaysFinishedEpochs:
@@ -70,3 +88,101 @@ def _layers(model):
         yield layer
         if isinstance(layer, keras.Model):
             yield from _layers(layer)
+
+
+class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
+    """BackupAndRestore whose backup a resume reads is always whole, whenever a kill lands.
+
+    Keras writes ``latest.weights.h5`` in place, so a kill mid-write leaves a truncated file no resume
+    can open. Here each epoch's weights go to a file of their own (``epoch-N.weights.h5``, written under
+    a temporary name, flushed to disk and renamed), then ``training_metadata.json``, replaced atomically,
+    names it: that rename is the commit. The previous epoch's file is kept, so a backup damaged later
+    still has a fallback. ``restorable()`` picks and verifies the state before ``fit`` starts (so the
+    history can be trimmed to it); ``on_train_begin`` loads it. ``on_finished`` runs before the backup is
+    deleted at the end of training, so there is no instant at which neither says where the run stands.
+    """
+
+    METADATA = "training_metadata.json"
+
+    def __init__(self, backup_dir, *, on_finished=None, log=print):
+        super().__init__(str(backup_dir))
+        self.folder = pathlib.Path(backup_dir)
+        self.on_finished, self.log = on_finished, log
+        self._chosen = None  # (epoch, weights path) to load in on_train_begin
+
+    def _committed(self) -> list[tuple[int, pathlib.Path]]:
+        """(epochs, weights file) of each backed-up state, newest first; Keras' own in-place layout too."""
+        states = []
+        for metadata, legacy in ((self.METADATA, "latest.weights.h5"), (self.METADATA + ".bkp", "latest.weights.h5.bkp")):
+            try:
+                payload = read_json(self.folder / metadata)
+            except (FileNotFoundError, ValueError):
+                continue
+            for state in (payload, payload.get("previous") or {}):
+                epoch, name = state.get("epoch"), state.get("weights", legacy if state is payload else None)
+                if isinstance(epoch, int) and epoch > 0 and isinstance(name, str) and "/" not in name:
+                    states.append((epoch, self.folder / name))
+        return sorted(set(states), key=lambda state: -state[0])
+
+    def restorable(self) -> int:
+        """Epochs of the newest backup that is whole (0: none); a damaged one is named in one line."""
+        self._chosen = None
+        for epoch, path in self._committed():
+            problem = _unreadable(path)
+            if problem is None:
+                self._chosen = (epoch, path)
+                return epoch
+            self.log(f"note: the backup of epoch {epoch} ({path}) is damaged ({problem}); trying an older one")
+        if self._committed():
+            self.log(f"note: no whole backup in {self.folder}: training starts again from the first epoch")
+        return 0
+
+    def on_train_begin(self, logs=None):
+        if self._chosen is None:
+            return
+        epoch, path = self._chosen
+        if self.model.optimizer is not None and not self.model.optimizer.built:
+            self.model.optimizer.build(self.model.trainable_variables)
+        self.model.load_weights(str(path))
+        self.model._initial_epoch = epoch  # what Keras' own callback sets: fit() starts from this epoch
+
+    def _save_model(self):
+        self.folder.mkdir(parents=True, exist_ok=True)
+        epoch = self._current_epoch
+        name = f"epoch-{epoch}.weights.h5"
+        # Keras only writes names ending in .weights.h5; the mark lets remove_leftovers find a killed write.
+        temporary = self.folder / f".{name}{TEMPORARY_MARK}{os.getpid()}.weights.h5"
+        self.model.save_weights(str(temporary), overwrite=True)
+        with open(temporary, "rb") as handle:
+            os.fsync(handle.fileno())  # whole on disk before anything names it
+        os.replace(temporary, self.folder / name)
+        committed = self._committed()
+        previous = {"epoch": committed[0][0], "weights": committed[0][1].name} if committed else None
+        write_json(self.folder / self.METADATA, {"epoch": epoch, "batch": 0, "weights": name, "previous": previous})
+        keep = {name, previous and previous["weights"], self.METADATA}
+        for path in self.folder.iterdir():
+            if path.name not in keep and not path.name.startswith("."):
+                path.unlink()
+
+    def on_train_end(self, logs=None):
+        if self.on_finished is not None:
+            self.on_finished()
+        super().on_train_end(logs)
+
+
+def _unreadable(path: pathlib.Path) -> str | None:
+    """Why the weights file at ``path`` cannot be read back (None: every array in it reads)."""
+    import h5py
+
+    if not path.is_file():
+        return "missing"
+    def read(name, item):
+        if isinstance(item, h5py.Dataset):
+            item[()]  # noqa: B018 (reading every array is the check; visititems stops at a non-None return)
+
+    try:
+        with h5py.File(path, "r") as handle:
+            handle.visititems(read)
+    except (OSError, KeyError, RuntimeError, ValueError, TypeError) as error:
+        return (str(error).splitlines() or [type(error).__name__])[0][:200]
+    return None

@@ -7,13 +7,18 @@ The folder afterwards: history.csv (one row per epoch, ``epoch_seconds`` include
 file, fit.json (written the moment ``fit`` returns), metrics.json (``finish(rows)``) and the history
 plot. While a fit is unfinished, ``backup/`` holds BackupAndRestore's state.
 
-What a crash can cost, at any moment: at most the epoch it interrupted.
-- during an epoch: ``resume=True`` trims history.csv to the epochs the backup holds (an empty or
-  header-only file a kill left is removed) and BackupAndRestore continues from the last one;
-- after the last epoch (Keras has deleted ``backup/``), or while metrics or the plot were written:
-  fit.json says the fit finished, so a resume only writes what is missing;
+What a crash can cost, at any moment: at most the epoch it interrupted (docs/reliability.md).
+- during an epoch: ``resume=True`` trims history.csv to the epochs the newest whole backup holds (an
+  empty or header-only file a kill left is removed) and training continues from it;
+- while the backup is written: the backup is committed by an atomic rename (AtomicBackupAndRestore), so a
+  resume finds the previous epoch's, whole;
+- after the last epoch, before or while the backup is deleted, or while metrics or the plot are
+  written: fit.json says the fit finished (it is written before the backup goes), so a resume only
+  writes what is missing; if the kill came before fit.json, the backup holds every epoch and the
+  resumed fit trains none;
 - mid-write: every file is written under a temporary name and renamed; the temporaries a kill left
   are removed on the next start.
+The folder's writer lock is held throughout (``hold_run_folder``).
 """
 from __future__ import annotations
 
@@ -22,13 +27,15 @@ import dataclasses
 import math
 import os
 import pathlib
+import shutil
 from typing import Callable
 
 import keras
 
 from common.plots import plot_history
-from common.run_folder import (atomic_path, read_history, read_json, remove_leftovers, trim_history, write_json)
-from training.callbacks import EpochTimer
+from common.run_folder import (atomic_path, hold_run_folder, read_history, read_json, remove_leftovers,
+                               trim_history, write_json)
+from training.callbacks import AtomicBackupAndRestore, EpochTimer, StopOnNonFiniteLoss
 
 FIT_MARKER = "fit.json"
 
@@ -97,12 +104,6 @@ class _HistoryLogger(keras.callbacks.CSVLogger):
         super().on_epoch_end(epoch, logs)
 
 
-def epochs_backed_up(backup_dir: pathlib.Path) -> int:
-    """Epochs that BackupAndRestore has saved (0 when a run crashed during its first epoch)."""
-    metadata = pathlib.Path(backup_dir) / "training_metadata.json"
-    return read_json(metadata)["epoch"] if metadata.exists() else 0
-
-
 def fit_finished(run_dir: str | os.PathLike, history_name: str = "history.csv") -> bool:
     marker = pathlib.Path(run_dir) / FIT_MARKER
     return marker.exists() and read_json(marker).get(history_name, False)
@@ -127,23 +128,41 @@ def fit_into_run(model: keras.Model, run_dir, train_data, *, epochs: int, steps_
     the last row). Several fits can share a folder under different history/backup names (phases).
     """
     run_dir = pathlib.Path(run_dir)
+    with hold_run_folder(run_dir):
+        return _fit_into_run(model, run_dir, train_data, epochs=epochs, steps_per_epoch=steps_per_epoch,
+                             validation_data=validation_data, checkpoints=checkpoints, callbacks=callbacks,
+                             resume=resume, verbose=verbose, finish=finish, plot_title=plot_title,
+                             plot_metrics=plot_metrics, history_name=history_name, backup_name=backup_name,
+                             metrics_name=metrics_name, plot_name=plot_name)
+
+
+def _fit_into_run(model, run_dir: pathlib.Path, train_data, *, epochs, steps_per_epoch, validation_data, checkpoints,
+                  callbacks, resume, verbose, finish, plot_title, plot_metrics, history_name, backup_name,
+                  metrics_name, plot_name) -> list[dict]:
     history_path, backup_dir = run_dir / history_name, run_dir / backup_name
     remove_leftovers(run_dir)
     if resume and fit_finished(run_dir, history_name):
+        if backup_dir.is_dir():  # a kill while Keras deleted it; the fit is finished, so it is spent
+            shutil.rmtree(backup_dir)
         rows = read_history(history_path)
     else:
-        previous = trim_history(history_path, epochs_backed_up(backup_dir)) if resume else []
+        backup = AtomicBackupAndRestore(backup_dir, on_finished=lambda: _mark_finished(run_dir, history_name),
+                                        log=lambda line: print(line, flush=True))
+        # The backup is chosen (and verified) before the history is touched, so the history is trimmed
+        # to exactly the epochs training continues from.
+        previous = trim_history(history_path, backup.restorable()) if resume else []
         checkpoint_callbacks = [_CheckpointCallback(checkpoint, run_dir / checkpoint.filename)
                                 for checkpoint in checkpoints]
-        every = [EpochTimer(), *callbacks, *checkpoint_callbacks, _HistoryLogger(history_path, append=bool(previous))]
+        every = [StopOnNonFiniteLoss(), EpochTimer(), *callbacks, *checkpoint_callbacks,
+                 _HistoryLogger(history_path, append=bool(previous))]
         for callback in every:
             if hasattr(callback, "resume_from"):  # state that lives in the finished epochs' history
                 callback.resume_from(previous)
         # Last, so an epoch counts as done only once its history row and checkpoints are written.
-        every.append(keras.callbacks.BackupAndRestore(str(backup_dir), double_checkpoint=True))
+        every.append(backup)
         model.fit(train_data, epochs=epochs, steps_per_epoch=steps_per_epoch, validation_data=validation_data,
                   callbacks=every, verbose=verbose, shuffle=False)  # the dataset shuffles itself
-        _mark_finished(run_dir, history_name)
+        _mark_finished(run_dir, history_name)  # already written unless fit() ended without on_train_end
         rows = read_history(history_path)
     if plot_name and rows:
         plot_history(history_path, run_dir / plot_name, title=plot_title, metrics=tuple(plot_metrics))

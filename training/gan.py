@@ -167,16 +167,17 @@ class SampleGrid(keras.callbacks.Callback):
 
 
 class StopOnNonFiniteLoss(keras.callbacks.Callback):
-    """Stops a diverged run with a ValueError (one line from the CLI, exit status 2) the first step a
-    loss is NaN or infinite, rather than training on and saving NaN weights as Keras' TerminateOnNaN
-    does with a normal return. The last complete epoch's backup stays for a resume with other settings."""
+    """Stops a diverged run with a ValueError (one line from the CLI, exit status 2) at the end of the
+    epoch whose d_loss or g_loss is NaN or infinite, rather than finishing with NaN weights. Put first:
+    the diverged epoch is then neither scored, logged nor backed up (as ``training.callbacks``' check of
+    a classifier's loss, which a GAN does not log)."""
 
-    def on_train_batch_end(self, batch, logs=None):
+    def on_epoch_end(self, epoch, logs=None):
         for name in ("d_loss", "g_loss"):
             value = float((logs or {}).get(name, 0.0))
             if not np.isfinite(value):
-                raise ValueError(f"training diverged: {name} is {value} at step {batch + 1} of the epoch; "
-                                 "lower the learning rate or add stability aids")
+                raise ValueError(f"training diverged: {name} is {value} after epoch {epoch + 1}; start a new run "
+                                 "with a lower learning rate or stability aids")
 
 
 class CollapseWatch(keras.callbacks.Callback):

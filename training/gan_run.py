@@ -216,7 +216,7 @@ def train_gan(config: GANConfig, run_dir, *, resume: bool = False, score: Callab
     callbacks = [StopOnNonFiniteLoss(), SampleGrid(trainer.generator, run_dir, inputs, config.grid_columns),
                  *callbacks, CollapseWatch(config.collapse_threshold)]
     if score is not None:
-        callbacks.insert(0, EpochScores(trainer.generator, score, every=config.score_every))
+        callbacks.insert(1, EpochScores(trainer.generator, score, every=config.score_every))
     dataset = make_dataset(split, config.batch_size, training=True, seed=config.seed)
     plot_metrics = ("d_loss", "g_loss", "d_real", "d_fake", "sample_change") + (
         ("fid", "gan_test", "diversity") if score is not None else ())

@@ -122,6 +122,10 @@ class GradientMonitor:
         self.columns: list[str] | None = None
         self._indices: list[int] | None = None
 
+    def check_model(self, model) -> None:
+        """Before the run folder is written: every layer named exists and has a kernel."""
+        resolve_layers(model, self.layer_names)
+
     @property
     def variables(self) -> list:
         """The hook's state, which the training wrapper adds to the model's variables."""

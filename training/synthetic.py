@@ -43,6 +43,10 @@ class SyntheticImages:
             raise ValueError(f"the generator in {self.run_dir} makes {self.num_classes} classes but the classifier "
                              f"has {num_classes}: train both on the same --classes")
 
+    def check_model(self, model) -> None:
+        """Before the run folder is written: the classifier has the generator's classes."""
+        self.check_classifier(int(model.outputs[0].shape[-1]))
+
     def views(self, model, x, y, step):
         self.check_classifier(int(model.base.outputs[0].shape[-1]))
         batch = tf.shape(x)[0]
