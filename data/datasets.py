@@ -5,11 +5,11 @@ import os
 import pathlib
 
 import numpy as np
-from PIL import Image
 
 from common import checks
 from data import cifar, tiny_imagenet
 from data.cache import DatasetUnavailableError, cache_dir, one_line
+from data.decode import resize_array
 from data.split import Split
 
 DATASETS = ("tiny-imagenet", "cifar10", "cifar100", "svhn", "digits")
@@ -126,7 +126,7 @@ def resize(split: Split, image_size: tuple) -> Split:
     height, width = image_size
     images = np.empty((len(split), height, width, 3), np.uint8)
     for index, image in enumerate(split.images):
-        images[index] = np.asarray(Image.fromarray(image).resize((width, height), Image.LANCZOS))
+        images[index] = resize_array(image, image_size)
     boxes = split.boxes
     if boxes is not None:
         old_height, old_width = split.image_shape[:2]

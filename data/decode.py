@@ -14,7 +14,7 @@ import time
 
 import numpy as np
 from numpy.lib.format import open_memmap
-from PIL import Image
+from PIL import Image, ImageOps
 
 from data.cache import one_line
 
@@ -27,19 +27,50 @@ CHUNK_SIZE = 500
 FORMATS = ("JPEG", "PNG")
 
 
-def decode_file(path, expected_size=None) -> np.ndarray:
-    """One image as uint8 (H, W, 3); grayscale and CMYK JPEGs are converted to RGB.
+# What a user may hand predict.py: the formats phones, browsers and screenshots write. Still no
+# EPS (Ghostscript) or other plugin that runs a program of its own.
+INPUT_FORMATS = FORMATS + ("WEBP", "GIF", "BMP", "TIFF", "PPM")
 
-    Only JPEG and PNG files are opened (``FORMATS``); anything else raises ValueError naming it.
+
+def to_array(image: Image.Image, image_size=None) -> np.ndarray:
+    """An open PIL image as uint8 (H, W, 3): the one conversion every image the zoo sees goes through.
+
+    The EXIF orientation is applied (a phone's portrait photo stands up); grayscale, palette and
+    CMYK become RGB; transparent pixels are composited on white (what a viewer shows), not left
+    as whatever colour they hide. image_size=(H, W) resizes with PIL's Lanczos filter. Dataset
+    images (JPEG/PNG without orientation or alpha) only get the RGB conversion and the resize.
     """
+    image = ImageOps.exif_transpose(image)
+    if image.mode in ("RGBA", "LA", "PA", "La", "RGBa") or "transparency" in image.info:
+        rgba = image.convert("RGBA")
+        image = Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba)
+    image = image.convert("RGB")
+    if image_size is not None and (image.height, image.width) != tuple(image_size):
+        image = image.resize((image_size[1], image_size[0]), Image.LANCZOS)
+    return np.asarray(image)
+
+
+def resize_array(image: np.ndarray, image_size) -> np.ndarray:
+    """uint8 (H, W, 3) resized to ``image_size`` (H, W) exactly as ``to_array`` does."""
+    return to_array(Image.fromarray(image), image_size)
+
+
+def decode_file(path, expected_size=None, *, image_size=None, formats=FORMATS) -> np.ndarray:
+    """One image file as uint8 (H, W, 3) through ``to_array`` (resized to ``image_size`` if given).
+
+    Only ``formats`` are opened (dataset folders: JPEG and PNG); anything else, a truncated file
+    or a decompression bomb raises ValueError naming the file.
+    """
+    if formats is not FORMATS:
+        Image.init()  # registers the plugins beyond the few PIL loads up front (WebP, TIFF)
     try:
-        with Image.open(path, formats=FORMATS) as image:
+        with Image.open(path, formats=formats) as image:
             if expected_size is not None and image.size != expected_size:
                 raise ValueError(
                     f"image {path} is {image.size[0]}x{image.size[1]}, expected "
                     f"{expected_size[0]}x{expected_size[1]} like the first image"
                 )
-            return np.asarray(image.convert("RGB"))
+            return to_array(image, image_size)
     except (OSError, SyntaxError, Image.DecompressionBombError) as error:  # truncated, not an image, or huge
         raise ValueError(f"cannot decode image {path}: {one_line(error)}") from None
 

@@ -1,4 +1,5 @@
-"""Helpers shared by test modules: a real train.py started, killed at a chosen moment, and resumed."""
+"""Helpers shared by test modules: a script's exit status in-process; a real train.py started, killed at a chosen
+moment, and resumed."""
 from __future__ import annotations
 
 import json
@@ -19,6 +20,14 @@ EPOCHS = 3
 TRAIN = ["cis680_allconv", "--dataset", "digits", "--epochs", str(EPOCHS), "--batch-size", "8",
          "--learning-rate", "3e-3", "--quiet"]
 ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+
+
+def cli_status(script, argv: list) -> int:
+    """The exit status of ``script.main(argv)`` run as its command line runs it, argparse's refusals included."""
+    try:
+        return script.run_cli(script.main, argv)
+    except SystemExit as exit_:
+        return exit_.code
 
 
 def start_train(run_dir: pathlib.Path, *argv, prelude: str = "") -> subprocess.Popen:
