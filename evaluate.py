@@ -5,7 +5,8 @@
     python evaluate.py runs/alphanet_v4-20261123-101500 --attack pgd autoattack --eps 8/255
 
 For a run folder the data flags default to the run's own; results go into its metrics.json
-(key "robustness") and robustness.md / robustness.json beside it. `--attack autoattack` runs
+(key "robustness") and robustness.md / robustness.json beside it. `--attack` takes any attack of
+the attack registry (``attacks.registry``; a plugin's too, see ``common.plugins``). `--attack autoattack` runs
 APGD-CE, APGD-T and Square (the standard AutoAttack), each on the images still robust, and adds the
 per-image worst case, each attack's ledger and its RobustBench-style record to both.
 """
@@ -23,10 +24,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser = cli.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("target", metavar="RUN_DIR|MODEL_FILE", help="a run folder or a .keras file")
     add_data_arguments(parser, defaults_from="the run's")
-    parser.add_argument("--attack", nargs="+", default=["fgsm", "pgd"],
-                        choices=("fgsm", "pgd", "autoattack", "snr", "noise"),
-                        help="fgsm/pgd/autoattack per eps; snr (FGSM at an SNR) and noise (Gaussian) per dB "
-                             "(default: fgsm pgd)")
+    parser.add_argument("--attack", nargs="+", default=["fgsm", "pgd"], metavar="NAME",
+                        help="attacks from the attack registry, each per eps (fgsm, pgd, fast, apgd-ce, apgd-dlr, "
+                             "apgd-t, square) or per dB (snr: FGSM at an SNR, noise: Gaussian), plugins' too "
+                             "(ZOO_PLUGINS); autoattack: the composition, per eps (default: fgsm pgd)")
     parser.add_argument("--eps", nargs="+", type=pixel_value, default=[1 / 255, 2 / 255, 4 / 255, 8 / 255],
                         help="L-inf radii in pixel units, at most 1 (default: 1/255 2/255 4/255 8/255)")
     parser.add_argument("--snr", nargs="+", type=float, default=[50, 45, 40, 33], help="SNRs in dB")
@@ -68,6 +69,11 @@ def check_flags(args, defaults) -> None:
         raise ValueError("--version custom needs --components, e.g. --components apgd-ce square")
     if args.components and args.version != "custom":
         raise ValueError(f"--components are only for --version custom. Received: --version {args.version}")
+    from attacks.registry import get_attack
+
+    for name in args.attack:  # an unknown name fails before the model and data are read
+        if name != "autoattack":
+            get_attack(name)
     if "autoattack" not in args.attack:
         given = [f"--{name.replace('_', '-')}" for name in AUTOATTACK_FLAGS
                  if getattr(args, name) != getattr(defaults, name)]
@@ -114,7 +120,7 @@ def evaluate(args, argv, target: pathlib.Path) -> int:
     from analysis import robustness
     from common.cli import dataset_of
     from common.run_folder import check_writable, read_json, write_json, write_text
-    from common.run_loader import load_run, load_split
+    from loading.run_loader import load_run, load_split
 
     out_dir = target if target.is_dir() else target.parent
     for folder in (out_dir, *((args.out.parent,) if args.out else ())):

@@ -41,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
         raise ValueError(f"--quantize {args.quantize} is for --format tflite; a SavedModel keeps float32 weights")
     if not args.run.is_dir():
         raise FileNotFoundError(f"{args.run} is not a run folder")
-    from common.run_loader import load_run
+    from loading.run_loader import load_run
     from inference import export
 
     out = args.out or export.default_out(args.run, args.format, args.quantize)

@@ -119,8 +119,8 @@ def config_from_args(args, argv):
         args.model, dataset=cli.dataset_of(args), data=args.data, classes=args.classes,
         per_class=args.per_class, image_size=args.image_size, seed=args.seed, mixed_precision=args.mixed_precision,
         jit_compile=args.jit_compile, strategy=args.strategy, tensorboard=args.tensorboard,
-        adversarial=flags.adversarial_options(args), parts=flags.part_specs(args), model_options=options,
-        save_bn=args.save_bn, verbose=2 if args.quiet else "auto", command=shlex.join(["python", "train.py", *argv]))
+        parts=flags.part_specs(args), model_options=options, verbose=2 if args.quiet else "auto",
+        command=shlex.join(["python", "train.py", *argv]))
     try:
         config.recipe = recipes.override(config.recipe, **changes)
     except ValueError as error:

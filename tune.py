@@ -3,7 +3,13 @@ policy and adversarial eps.
 
     python tune.py bravonet_v3 --search optimizer --data ~/tiny-imagenet-200 --trials 20 --epochs 5
     python tune.py alphanet_v4 --search augment --dataset digits --adv fgsm:1 --trials 8
+    python tune.py alphanet_v4 --search optimizer --dataset digits --parseval 0.01 --trials 4 --epochs 2
     python train.py bravonet_v3 --data ~/tiny-imagenet-200 --hparams tuning/bravonet_v3-optimizer/best.json
+
+Every train.py flag of a way of training (--adv, --parseval, --smoothness, --dual-bn, --advprop, ...)
+trains every trial that way; with an adversary, trials are ranked by PGD-10 accuracy at --eval-eps and
+the augment search also tunes the adversary's eps. Each trial's history is in
+<search folder>/keras_tuner/trial_<id>/history.csv.
 
 Every trial starts from a clean Keras session seeded with --seed plus its index. The search
 folder (default tuning/<model>-<search>) gets trials.md, trials.json and best.json; running the
@@ -39,9 +45,6 @@ def build_parser() -> argparse.ArgumentParser:
                        help="learning rates are log-uniform in [min, max]")
     space.add_argument("--lr-max", type=cli.positive_float, default=1e-2,
                        help="upper bound of the learning rate (default: 1e-2)")
-    space.add_argument("--adv", metavar="MIX", help='augment search: adversarial training with this attack mix '
-                       '(e.g. "fgsm:1"), eps in {1,2,4,8}/255, ranked by PGD-10 accuracy at --eval-eps')
-    space.add_argument("--adv-fraction", type=cli.fraction(), default=0.5, help="share of each batch made adversarial")
     space.add_argument("--eval-eps", type=cli.pixel_value, default=8 / 255, help="PGD radius of the robust objective")
     budget = parser.add_argument_group("search")
     budget.add_argument("--tuner", default="random", help="random, bayesian or hyperband")
@@ -54,10 +57,14 @@ def build_parser() -> argparse.ArgumentParser:
     budget.add_argument("--overwrite", action="store_true", help="discard the search in --dir and start anew")
     budget.add_argument("--results-table", metavar="PATH", help="also write the table here (e.g. under results/)")
     budget.add_argument("--quiet", action="store_true", help="one line per epoch instead of progress bars")
+    from training import flags
+
+    flags.add_arguments(parser)
     return parser
 
 
-SEARCH_FLAGS = {"optimizer": ("optimizers", "lr_min", "lr_max"), "augment": ("adv", "adv_fraction", "eval_eps")}
+# The method flags (--adv, --parseval, ...) apply to every search; these only to one.
+SEARCH_FLAGS = {"optimizer": ("optimizers", "lr_min", "lr_max"), "augment": ()}
 
 
 def refuse_ignored_flags(args, defaults) -> None:
@@ -71,9 +78,9 @@ def refuse_ignored_flags(args, defaults) -> None:
             raise ValueError(f"{', '.join(given)} only appl{'ies' if len(given) == 1 else 'y'} to --search {search}, "
                              f"not --search {args.search}")
     given = flags(("adv_fraction", "eval_eps"))
-    if given and not args.adv:
+    if given and not (args.adv or args.advprop or args.noise_snr is not None):
         raise ValueError(f"{', '.join(given)} only appl{'ies' if len(given) == 1 else 'y'} with --adv "
-                         "(an adversarial augment search)")
+                         "(an adversarial search)")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -81,15 +88,19 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     refuse_ignored_flags(args, parser.parse_args([args.model]))
-    from training import tuning
+    from training import flags, tuning
     from common.run_folder import write_text
 
+    if args.search == "augment" and args.eps is not None and (args.adv or args.advprop):
+        raise ValueError("--eps is what the augment search tunes with an adversary: leave it out")
+    options = flags.builder_options(args)
     settings = tuning.SearchSettings(
         model=args.model, search=args.search, dataset=cli.dataset_of(args),
         data=args.data, classes=args.classes, per_class=args.per_class, batch_size=args.batch_size,
         image_size=args.image_size, optimizers=tuple(args.optimizers), lr_min=args.lr_min, lr_max=args.lr_max,
-        adv=args.adv, adv_fraction=args.adv_fraction, eval_eps=args.eval_eps, trials=args.trials,
-        epochs=args.epochs, tuner=args.tuner, seed=args.seed)
+        adv=args.adv, adv_fraction=args.adv_fraction, adversarial=flags.adversarial_options(args),
+        parts=tuple(flags.part_specs(args, adversarial=False)), model_options=options, eval_eps=args.eval_eps,
+        trials=args.trials, epochs=args.epochs, tuner=args.tuner, seed=args.seed)
     outcome = tuning.run_search(settings, args.dir, overwrite=args.overwrite, verbose=2 if args.quiet else 1,
                                 command=shlex.join(["python", "tune.py", *argv]))
     if outcome.markdown is None:
@@ -105,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"search folder: {outcome.directory} (trials.md, trials.json, best.json)")
     if outcome.best is not None:
         print(f"best: {json.dumps(outcome.best)}; train with it: python train.py {args.model} "
-              f"--hparams {outcome.directory / 'best.json'} and the same data flags")
+              f"--hparams {outcome.directory / 'best.json'} and the same data and method flags")
     return 0
 
 

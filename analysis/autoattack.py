@@ -15,8 +15,7 @@ import time
 import numpy as np
 import tensorflow as tf
 
-from augment import apgd as apgd_module
-from augment import square as square_module
+from attacks.registry import make_attack
 from common.checks import eps_label, non_negative_int, positive_int, real_in_range
 
 VERSIONS = {"standard": ("apgd-ce", "apgd-t", "square"), "rand": ("apgd-ce", "apgd-dlr")}
@@ -47,20 +46,16 @@ def _budget(names, settings):
     return "reduced: " + ", ".join(reduced) if reduced else "standard"
 
 
+# Each component's own fixed seed: the search's seed plus this offset.
+SEED_OFFSETS = {"apgd-ce": 0, "apgd-dlr": 1, "apgd-t": 2, "square": 3}
+
+
 def _component(name, settings):
-    """attack(model, x, y) for one component; every one gets its own fixed seed."""
-    eps, norm, seed = settings["eps"], settings["norm"], settings["seed"]
-    common = dict(eps=eps, norm=norm, steps=settings["steps"])
-    if name == "apgd-ce":
-        return lambda model, x, y: apgd_module.apgd(model, x, y, loss="ce", eot=settings["eot"], seed=seed, **common)
-    if name == "apgd-dlr":
-        return lambda model, x, y: apgd_module.apgd(model, x, y, loss="dlr", eot=settings["eot"], seed=seed + 1,
-                                                    **common)
-    if name == "apgd-t":
-        return lambda model, x, y: apgd_module.apgd_targeted(model, x, y, targets=settings["targets"],
-                                                             seed=seed + 2, **common)
-    return lambda model, x, y: square_module.square(model, x, y, eps=eps, norm=norm, queries=settings["queries"],
-                                                    p_init=settings["p_init"], seed=seed + 3)
+    """attack(model, x, y) for one component, looked up in the attack registry with its own fixed seed."""
+    attack = make_attack(name, **{key: settings[key] for key in ("eps", "norm", "steps", "targets", "queries",
+                                                                   "p_init", "eot")})
+    seed = settings["seed"] + SEED_OFFSETS[name]
+    return lambda model, x, y: attack(model, x, y, seed)
 
 
 def _predict(model, images, batch_size):

@@ -98,7 +98,7 @@ def explain_sample(dataset: str, *, data_path=None, classes=None, per_class=None
     import data
     from analysis import embedding_figures
     from common.run_folder import write_json
-    from common.run_loader import load_run
+    from loading.run_loader import load_run
 
     runs = {source: load_run(source) for source in features if source != "pixels"}
     if runs and classes is None:

@@ -46,7 +46,8 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-GAN_COLUMNS = ("d_loss", "g_loss", "d_real", "d_fake", "fid", "kid", "gan_test", "epoch_seconds")
+GAN_COLUMNS = ("d_loss", "g_loss", "d_real", "d_fake", "fid", "kid", "gan_test", "diversity", "sample_change",
+               "epoch_seconds")
 
 
 def gan_history_table(run_dir: pathlib.Path) -> str:

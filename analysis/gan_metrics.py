@@ -8,6 +8,8 @@ classifier, never with published FIDs.
   fitted to the two feature sets. Biased for small sets: compare only at equal sample counts.
 - KID (Bińkowski et al., 2018): the unbiased MMD^2 with the kernel k(x, y) = (x.y / d + 1)^3, averaged
   over random subsets; unbiased at any sample count.
+- diversity: the mean pairwise distance of generated images' features within each class, over the
+  same for real images; near 0 when a generator collapses to few images per class (mode collapse).
 - GAN-test and GAN-train (Shmelkov et al., "How good is my GAN?", ECCV 2018): a classifier trained on
   real images tested on generated ones (for a conditional GAN, the accuracy with which the requested
   class is recognised), and a classifier trained on generated images tested on real val.
@@ -116,7 +118,7 @@ def generator_signature(generator: keras.Model) -> tuple[int, bool]:
 
 def generate(generator: keras.Model, count: int, *, num_classes: int | None = None, seed: int = 0,
              batch_size: int = 256):
-    """``count`` images float32 (count, 64, 64, 3) in [0, 1] and their int32 labels (classes drawn in turn,
+    """``count`` images float32 (count, S, S, 3) in [0, 1] and their int32 labels (classes drawn in turn,
     0, 1, ..., so every class gets count/num_classes), or None for an unconditional generator."""
     latent_dim, conditional = generator_signature(generator)
     noise = keras.ops.convert_to_numpy(keras.random.normal((positive_int("count", count), latent_dim), seed=seed))
@@ -138,18 +140,38 @@ def classifier_accuracy(classifier: keras.Model, images: np.ndarray, labels: np.
     return float(np.mean(np.argmax(logits, axis=-1) == np.asarray(labels)))
 
 
-class FeatureScorer:
-    """``scorer(generator) -> {"fid", "kid", ["gan_test"]}`` against fixed real images: what the GAN
-    trainer logs after each epoch. One forward pass gives both the features and the logits, and the
-    two-output model is built once, so no epoch retraces it."""
+def mean_pairwise_distance(features: np.ndarray, labels: np.ndarray | None = None) -> float:
+    """The mean Euclidean distance between the rows of float (N, D) ``features``; with int ``labels``,
+    between rows of the same label, averaged over labels (those with at least 2 rows)."""
+    features = np.asarray(features, np.float64)
+    groups = [features] if labels is None else [features[np.asarray(labels) == label] for label in np.unique(labels)]
+    means = []
+    for group in (group for group in groups if len(group) >= 2):
+        squared = np.sum(group ** 2, axis=1)
+        distances = np.sqrt(np.clip(squared[:, None] + squared[None, :] - 2.0 * group @ group.T, 0.0, None))
+        means.append(distances[np.triu_indices(len(group), 1)].mean())
+    if not means:
+        raise ValueError(f"diversity needs at least 2 images of one class. Received: {len(features)} images")
+    return float(np.mean(means))
 
-    def __init__(self, classifier: keras.Model, real_images: np.ndarray, *, samples: int = 500, seed: int = 0,
-                 num_classes: int | None = None):
-        self.classifier, self.samples, self.seed = classifier, positive_int("samples", samples), seed
-        self.num_classes = num_classes
+
+class FeatureScorer:
+    """``scorer(generator) -> {"fid", "kid", "diversity", ["gan_test"]}`` against fixed real images: what
+    the GAN trainer logs after each epoch. ``diversity`` is the generated images' mean pairwise feature
+    distance within each class over the real images' (``real_labels``; over all images for a dcgan).
+    One forward pass gives both the features and the logits, and the two-output model is built once,
+    so no epoch retraces it."""
+
+    def __init__(self, classifier: keras.Model, real_images: np.ndarray, *, real_labels: np.ndarray | None = None,
+                 samples: int = 500, seed: int = 0, num_classes: int | None = None):
+        self.classifier, self.seed, self.num_classes = classifier, seed, num_classes
+        # A seeded subset, not the first images: a split stored class by class would give few classes.
+        chosen = np.sort(np.random.default_rng(seed).permutation(len(real_images))[:positive_int("samples", samples)])
+        self.samples = len(chosen)
         self.extractor = penultimate_model(classifier)
         self.both = keras.Model(classifier.inputs, [self.extractor.outputs[0], classifier.outputs[0]])
-        self.real_features = features(self.extractor, np.asarray(real_images)[:self.samples])
+        self.real_features = features(self.extractor, np.asarray(real_images)[chosen])
+        self.real_labels = None if real_labels is None else np.asarray(real_labels)[chosen]
 
     def __call__(self, generator: keras.Model) -> dict:
         images, labels = generate(generator, self.samples, num_classes=self.num_classes, seed=self.seed)
@@ -157,10 +179,38 @@ class FeatureScorer:
         fake_features = np.asarray(fake_features, np.float64).reshape(len(images), -1)
         kid_mean, _ = kernel_inception_distance(self.real_features, fake_features,
                                                 subset_size=min(100, self.samples), seed=self.seed)
-        scores = {"fid": frechet_distance(self.real_features, fake_features), "kid": kid_mean}
+        per_class = labels is not None and self.real_labels is not None
+        real_spread = mean_pairwise_distance(self.real_features, self.real_labels if per_class else None)
+        fake_spread = mean_pairwise_distance(fake_features, labels if per_class else None)
+        scores = {"fid": frechet_distance(self.real_features, fake_features), "kid": kid_mean,
+                  "diversity": fake_spread / max(real_spread, 1e-12)}
         if labels is not None:
             scores["gan_test"] = float(np.mean(np.argmax(logits, axis=-1) == labels))
         return scores
+
+
+def check_judge(judge, gan_config: dict, gan_run: str = "the GAN run") -> None:
+    """A judging classifier (a ``loading.run_loader.LoadedRun``) must know the GAN's dataset and classes:
+    ValueError naming both otherwise (a Tiny ImageNet judge scores digits at chance, meaninglessly)."""
+    judge_dataset = (judge.config or {}).get("dataset")
+    if judge_dataset is not None and judge_dataset != gan_config.get("dataset"):
+        raise ValueError(f"the classifier {judge.name} was trained on {judge_dataset}, {gan_run} on "
+                         f"{gan_config.get('dataset')}: pass a classifier of the same dataset")
+    outputs, num_classes = int(judge.model.outputs[0].shape[-1]), gan_config.get("num_classes")
+    if num_classes is not None and outputs != num_classes:
+        raise ValueError(f"the classifier {judge.name} has {outputs} classes, {gan_run} {num_classes}: "
+                         "train both on the same --classes")
+
+
+def check_generator(generator: keras.Model, gan_config: dict, path) -> None:
+    """A conditional generator must embed as many classes as its run's config names."""
+    _, conditional = generator_signature(generator)
+    num_classes = gan_config.get("num_classes")
+    if conditional and num_classes is not None:
+        embedded = int(generator.get_layer("label_embedding").input_dim)
+        if embedded != num_classes:
+            raise ValueError(f"{path} embeds {embedded} classes but its config.json names {num_classes}: "
+                             "the run folder and its generator disagree")
 
 
 def train_and_test(train_images, train_labels, val_images, val_labels, *, num_classes: int,
@@ -178,30 +228,40 @@ def train_and_test(train_images, train_labels, val_images, val_labels, *, num_cl
     return classifier_accuracy(model, val_images, val_labels)
 
 
-def score_gan_run(gan_run: str | pathlib.Path, classifier_run: str | pathlib.Path, *, samples: int = 500,
-                  gan_train_model: str | None = None, gan_train_epochs: int = 3, seed: int = 0,
+def score_gan_run(gan_run: str | pathlib.Path, classifier_run: str | pathlib.Path | None = None, *,
+                  samples: int = 500, gan_train_model: str | None = None, gan_train_epochs: int = 3, seed: int = 0,
                   data_path: str | None = None) -> dict:
-    """FID, KID and GAN-test of ``gan_run``'s generator against the val split of its own data, in
-    ``classifier_run``'s feature space; with ``gan_train_model`` also GAN-train and its real reference
-    (the same model trained on as many real training images)."""
+    """FID, KID, diversity and GAN-test of ``gan_run``'s generator against the val split of its own data,
+    in ``classifier_run``'s feature space (default: the run's own judge/); with ``gan_train_model`` also
+    GAN-train and its real reference (the same model trained on as many real training images)."""
     from common.run_folder import read_json
-    from common.run_loader import load_model, load_run, load_split
+    from loading.run_loader import load_model, load_run, load_split
 
     gan_run = pathlib.Path(gan_run)
     if not (gan_run / "config.json").is_file():
         raise FileNotFoundError(f"{gan_run} is not a GAN run folder: it has no config.json")
     config = read_json(gan_run / "config.json")
+    if not isinstance(config, dict):
+        raise ValueError(f"{gan_run / 'config.json'}: not a JSON object")
+    if classifier_run is None:
+        if not (gan_run / "judge" / "model.keras").is_file():
+            raise ValueError(f"{gan_run} has no judge/ classifier: pass --classifier RUN_DIR")
+        classifier_run = gan_run / "judge"
     generator = load_model(gan_run / "generator.keras")
-    classifier = load_run(classifier_run).model
-    val = load_split(config, "val", image_size=(64, 64), data_path=data_path)
+    check_generator(generator, config, gan_run / "generator.keras")
+    judge = load_run(classifier_run)
+    check_judge(judge, config, str(gan_run))
+    classifier = judge.model
+    size = int(generator.outputs[0].shape[1])
+    val = load_split(config, "val", image_size=(size, size), data_path=data_path)
     val_images = val.images.astype(np.float32) / 255.0
-    scorer = FeatureScorer(classifier, val_images, samples=min(samples, len(val_images)), seed=seed,
-                           num_classes=config.get("num_classes"))
+    scorer = FeatureScorer(classifier, val_images, real_labels=val.labels, samples=min(samples, len(val_images)),
+                           seed=seed, num_classes=config.get("num_classes"))
     result = {"gan_run": str(gan_run), "classifier_run": str(classifier_run), "samples": scorer.samples,
               "real_reference": f"{scorer.samples} val images", **scorer(generator)}
     result["classifier_val_accuracy"] = classifier_accuracy(classifier, val_images, val.labels)
     if gan_train_model is not None and generator_signature(generator)[1]:
-        train = load_split(config, "train", image_size=(64, 64), data_path=data_path,
+        train = load_split(config, "train", image_size=(size, size), data_path=data_path,
                            per_class=config.get("per_class"))
         images, labels = generate(generator, len(train), num_classes=val.num_classes, seed=seed + 1)
         options = dict(num_classes=val.num_classes, model_name=gan_train_model, epochs=gan_train_epochs, seed=seed)

@@ -20,11 +20,13 @@ import fractions
 import time
 
 from analysis import autoattack as autoattack_module
-from augment import attacks
-from augment.robust_accuracy import accuracy  # noqa: F401  (re-exported: the tables' accuracy)
+from attacks.accuracy import accuracy  # noqa: F401  (re-exported: the tables' accuracy)
+from attacks.registry import get_attack, make_attack
 from common.checks import eps_label
 
 COLUMN_ORDER = ("fgsm", "pgd", "apgd-ce", "apgd-dlr", "apgd-t", "square", "autoattack")
+SNR_TITLES = {"snr": "FGSM at SNR", "noise": "Gaussian noise at SNR"}
+SNR_ROWS = tuple(SNR_TITLES)
 LARGE_EPS = 0.5  # half the pixel range: every image can be turned into almost anything
 
 
@@ -33,16 +35,6 @@ class Check:
     name: str
     passed: bool
     detail: str
-
-
-def _fgsm(eps):
-    return lambda model, x, y: attacks.fgsm(model, x, y, eps=eps)
-
-
-def _pgd(eps, steps, restarts, seed=0):
-    # 2.5 * eps / steps: the step size of Madry et al., enough to reach the boundary of the ball.
-    return lambda model, x, y: attacks.pgd(model, x, y, eps=eps, step_size=2.5 * eps / steps, steps=steps,
-                                           restarts=restarts, seed=seed)
 
 
 def evaluate_attacks(model, images, labels, *, attack_names, eps_values, snr_values, pgd_steps=20, restarts=1,
@@ -68,12 +60,7 @@ def evaluate_attacks(model, images, labels, *, attack_names, eps_values, snr_val
     result = {"clean": clean, "n": len(images), "pgd_steps": pgd_steps, "restarts": restarts,
               "norm": "Linf", "eps": {}, "snr": {}}
     for attack_name in attack_names:
-        if attack_name in ("fgsm", "pgd"):
-            for eps in eps_values:
-                attack = _fgsm(eps) if attack_name == "fgsm" else _pgd(eps, pgd_steps, restarts)
-                result["eps"].setdefault(eps_label(eps), {})[attack_name] = measure(
-                    f"{attack_name} at {eps_label(eps)}", attack)
-        elif attack_name == "autoattack":
+        if attack_name == "autoattack":
             for eps in (eps_values if autoattack_eps is None else autoattack_eps):
                 record = autoattack_module.autoattack(model, images, labels, eps=eps, batch_size=batch_size, log=log,
                                                       **(autoattack_options or {}))
@@ -81,16 +68,16 @@ def evaluate_attacks(model, images, labels, *, attack_names, eps_values, snr_val
                 row["autoattack"] = record["autoattack_acc"]
                 row.update({entry["attack"]: entry["accuracy"] for entry in record["ledger"] if "accuracy" in entry})
                 result.setdefault("autoattack", {})[eps_label(eps)] = record
-        elif attack_name in ("snr", "noise"):
+        elif get_attack(attack_name).sweep == "eps":  # an unknown name fails here, listing the known ones
+            for eps in eps_values:
+                attack = make_attack(attack_name, eps=eps, steps=pgd_steps, restarts=restarts)
+                result["eps"].setdefault(eps_label(eps), {})[attack_name] = measure(
+                    f"{attack_name} at {eps_label(eps)}", attack)
+        else:
             for snr in snr_values:
-                if attack_name == "snr":
-                    attack = (lambda s: lambda model, x, y: attacks.fgsm_snr(model, x, y, snr_db=s))(snr)
-                else:
-                    attack = (lambda s: lambda model, x, y: attacks.gaussian_noise(x, snr_db=s, seed=0))(snr)
+                attack = make_attack(attack_name, snr_db=snr)
                 result["snr"].setdefault(f"{snr:g}", {})[attack_name] = measure(f"{attack_name} at {snr:g} dB",
                                                                                 attack)
-        else:
-            raise ValueError(f"Unknown attack {attack_name!r}. Known attacks: fgsm, pgd, autoattack, snr, noise")
     if log:
         log("sanity checks: eps 0, a stronger PGD, a very large eps")
     checks = sanity_checks(model, images, labels, result, eps_values, pgd_steps, restarts, tolerance,
@@ -104,7 +91,7 @@ def sanity_checks(model, images, labels, result, eps_values, pgd_steps, restarts
                   num_classes) -> list[Check]:
     checks = []
     clean = result["clean"]
-    at_zero = accuracy(model, images, labels, _fgsm(0.0), batch_size)
+    at_zero = accuracy(model, images, labels, "fgsm", batch_size, eps=0.0)
     checks.append(Check("eps=0 equals clean", abs(at_zero - clean) <= 1e-9, f"{at_zero:.4f} vs clean {clean:.4f}"))
     ordered = sorted(eps_values)
     for attack_name in ("fgsm", "pgd"):
@@ -121,13 +108,14 @@ def sanity_checks(model, images, labels, result, eps_values, pgd_steps, restarts
     if ordered and any("pgd" in row for row in result["eps"].values()):
         eps = ordered[len(ordered) // 2]
         base = result["eps"][eps_label(eps)]["pgd"]
-        stronger = accuracy(model, images, labels, _pgd(eps, 2 * pgd_steps, restarts + 1, seed=1), batch_size)
+        stronger = accuracy(model, images, labels, "pgd", batch_size, seed=1, eps=eps, steps=2 * pgd_steps,
+                            restarts=restarts + 1)
         checks.append(Check("more steps and restarts do not raise PGD", stronger <= base + tolerance,
                             f"eps {eps_label(eps)}: {2 * pgd_steps} steps x {restarts + 1} restarts "
                             f"{stronger:.4f} vs {base:.4f}"))
     if num_classes:
         chance = 1.0 / num_classes
-        large = accuracy(model, images, labels, _pgd(LARGE_EPS, pgd_steps, 1), batch_size)
+        large = accuracy(model, images, labels, "pgd", batch_size, eps=LARGE_EPS, steps=pgd_steps)
         checks.append(Check("a very large eps drives accuracy to chance", large <= chance + 0.02,
                             f"PGD at eps {LARGE_EPS}: {large:.4f} (chance {chance:.4f})"))
     return checks
@@ -202,10 +190,12 @@ def markdown_table(result: dict, title: str = "") -> str:
         labels = sorted(result["snr"], key=float, reverse=True)
         lines += ["", "| perturbation | Clean | " + " | ".join(f"{label} dB" for label in labels) + " |",
                   "| --- | ---: |" + " ---: |" * len(labels)]
-        for name, row_title in (("snr", "FGSM at SNR"), ("noise", "Gaussian noise at SNR")):
-            if any(name in row for row in result["snr"].values()):
-                lines.append(f"| {row_title} | {100 * result['clean']:.1f} | " + " | ".join(
-                    f"{100 * result['snr'][label][name]:.1f}" for label in labels) + " |")
+        names = sorted({name for row in result["snr"].values() for name in row},
+                       key=lambda name: (SNR_ROWS.index(name) if name in SNR_ROWS else len(SNR_ROWS), name))
+        for name in names:
+            lines.append(f"| {SNR_TITLES.get(name, name + ' at SNR')} | {100 * result['clean']:.1f} | " + " | ".join(
+                f"{100 * result['snr'][label][name]:.1f}" if name in result["snr"][label] else "—" for label in labels)
+                + " |")
     lines += ["", "| check | passed | detail |", "| --- | --- | --- |"]
     lines += [f"| {check['name']} | {'yes' if check['passed'] else 'NO'} | {check['detail']} |"
               for check in result["checks"]]

@@ -15,7 +15,7 @@ import numpy as np
 from analysis import pointing_game
 from analysis.compare_robustness import training_mode
 from analysis.saliency import METHODS, last_convolution, saliency_map
-from common.run_loader import load_run, load_split
+from loading.run_loader import load_run, load_split
 
 METHOD_TITLES = {"vanilla": "vanilla gradient", "smoothgrad": "SmoothGrad", "gradcam": "Grad-CAM",
                  "gradcam++": "Grad-CAM++"}

@@ -1,6 +1,6 @@
 """Augmentation: ImageDataGenerator-compatible policies applied as batched, seeded transforms.
 
-`augment.attacks` (adversarial examples) is imported on its own, to keep this import light.
+Attacks (adversarial examples) are a package of their own: `attacks`.
 """
 from augment.layers import PolicyAugmentation, augment_batch, make_augmenter
 from augment.policies import Policy, draw_params, get_policy, policy_names, register_policy

@@ -32,9 +32,9 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from augment import apgd as apgd_module  # noqa: E402
-from augment import attacks  # noqa: E402
-from augment.robust_accuracy import accuracy  # noqa: E402
+from attacks import apgd as apgd_module  # noqa: E402
+from attacks import core as attacks  # noqa: E402
+from attacks.accuracy import accuracy  # noqa: E402
 from training.adversarial import AdversarialConfig, AdversarialModel  # noqa: E402
 from common.checks import eps_label  # noqa: E402
 from common.cli import pixel_value, positive_int, run_cli  # noqa: E402
@@ -119,7 +119,7 @@ def apgd_methods(model, x, arguments):
 
 def apgd_accuracy(run_dir, arguments):
     """APGD-CE accuracy of this project and of ART on one run's val images (same images, iterations, eps)."""
-    from common.run_loader import load_run, load_split
+    from loading.run_loader import load_run, load_split
 
     run = load_run(run_dir)
     val = load_split(run.config, "val", image_size=tuple(run.model.input_shape[1:3]))
@@ -128,8 +128,8 @@ def apgd_accuracy(run_dir, arguments):
     steps = arguments.apgd_steps
     rows = {"run": str(run_dir), "n": int(len(images)), "steps": steps, "eps": {}}
     for eps in arguments.accuracy_eps:
-        ours = accuracy(run.model, images, labels, lambda m, x, y: apgd_module.apgd(m, x, y, eps=eps, steps=steps,
-                                                                                     seed=0))
+        ours = accuracy(run.model, images, labels, lambda m, x, y, seed: apgd_module.apgd(m, x, y, eps=eps,
+                                                                                           steps=steps, seed=seed))
         row = {"clean": accuracy(run.model, images, labels), "this_project_apgd_ce": ours}
         try:
             adversarial = art_apgd(run.model, images, labels, steps, eps=eps, batch_size=128)()

@@ -30,7 +30,7 @@ import tensorflow as tf  # noqa: E402
 
 from common.cli import positive_int, run_cli  # noqa: E402
 from common.run_folder import write_json  # noqa: E402
-from common.run_loader import load_run, load_split  # noqa: E402
+from loading.run_loader import load_run, load_split  # noqa: E402
 from inference import export, manifest, predictors  # noqa: E402
 
 OUTPUT = REPO / "results" / "benchmarks" / "inference.json"

@@ -38,6 +38,7 @@ from common.cli import positive_int, run_cli  # noqa: E402
 from common.run_folder import write_json  # noqa: E402
 from models.parseval import ParsevalConstraint  # noqa: E402
 from training.parts import make_parts  # noqa: E402
+from training.adversarial import adversarial_parts  # noqa: E402
 from training import run_setup  # noqa: E402
 from training.recipes import Recipe  # noqa: E402
 from training.wrapper import wrap  # noqa: E402
@@ -70,7 +71,7 @@ def build(name: str, arguments):
     keras.utils.set_random_seed(0)
     base = models.build(arguments.model, num_classes=NUM_CLASSES,
                         input_shape=(arguments.image_size, arguments.image_size, 3), **options)
-    model = wrap(base, make_parts(run_setup.part_specs(adversarial, extra))) if wrapped else base
+    model = wrap(base, make_parts([*(adversarial_parts(adversarial) if adversarial else []), *extra])) if wrapped else base
     run_setup.compile_for_training(model, Recipe(arguments.model, batch_size=arguments.batch_size))
     return model
 

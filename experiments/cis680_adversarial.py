@@ -43,10 +43,10 @@ class Generated:
 
 def generate(model, images, labels, targets, *, confidence: float, step_size: float, max_steps: int,
              batch_size: int = 256) -> Generated:
-    """``augment.attacks.targeted_until_confident`` over ``images`` in batches, with the sizes it needed."""
+    """``attacks.core.targeted_until_confident`` over ``images`` in batches, with the sizes it needed."""
     import tensorflow as tf
 
-    from augment.attacks import targeted_until_confident
+    from attacks.core import targeted_until_confident
 
     pieces = []
     for start in range(0, len(images), batch_size):
@@ -88,11 +88,11 @@ def train_on_split(config, train_split, val_split, run_dir: pathlib.Path, label:
 
 
 def robustness(model, images, labels, *, eps: float, pgd_steps: int, seed: int) -> dict:
-    """Clean and L∞ PGD accuracy on held-out images (``augment.robust_accuracy``)."""
-    from augment.robust_accuracy import accuracy, pgd_attack
+    """Clean and L∞ PGD accuracy on held-out images (``attacks.accuracy``)."""
+    from attacks.accuracy import accuracy
 
     return {"clean": accuracy(model, images, labels),
-            "pgd": accuracy(model, images, labels, attack=pgd_attack(eps, steps=pgd_steps, seed=seed))}
+            "pgd": accuracy(model, images, labels, "pgd", seed=seed, eps=eps, steps=pgd_steps)}
 
 
 def _shown_images(model, split, count: int):
@@ -125,7 +125,7 @@ def _size_summary(made: Generated) -> dict:
 def run_experiment(args, scale, out: pathlib.Path, runs_dir: pathlib.Path, command: str) -> None:
     """Per seed: a baseline run, adversarial images of N test images (figures, first seed) and of the training
     set, a retrain with the latter added, and clean/PGD test accuracy of both; then the tables."""
-    from common.run_loader import load_model
+    from loading.run_loader import load_model
     from common.run_folder import write_json
     from experiments import cis680_figures as figures
     from experiments.cis680_runs import cell, make_config, markdown_table, train_run, write_report

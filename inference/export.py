@@ -65,12 +65,12 @@ def check_arguments(fmt: str, quantize: str | None) -> None:
 
 
 def export_run(run, fmt: str, out, *, quantize: str | None = None, command: str = "", log=print) -> dict:
-    """Export ``run`` (a ``common.run_loader.LoadedRun`` of a run folder) as ``fmt`` into ``out``.
+    """Export ``run`` (a ``loading.run_loader.LoadedRun`` of a run folder) as ``fmt`` into ``out``.
 
     Returns the model card. Raises ExportCheckError (nothing written) when the export disagrees with
     the Keras model on the validation images more than REQUIRED_AGREEMENT allows.
     """
-    from common.run_loader import load_split
+    from loading.run_loader import load_split
 
     check_arguments(fmt, quantize)
     out = pathlib.Path(out)

@@ -12,7 +12,7 @@ import pathlib
 
 import numpy as np
 
-from common.run_loader import load_run
+from loading.run_loader import load_run
 from inference import classes as class_lists
 from inference import manifest
 

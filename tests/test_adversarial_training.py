@@ -10,7 +10,7 @@ import keras
 import numpy as np
 import pytest
 
-from augment import attacks
+from attacks import core as attacks
 from training.adversarial import AdversarialConfig, AdversarialModel, CatastrophicOverfittingGuard, parse_attack_mix
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

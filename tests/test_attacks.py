@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from augment import attacks
+from attacks import core as attacks
 
 SHAPE = (6, 6, 3)
 NUM_CLASSES = 4

@@ -9,8 +9,8 @@ import pytest
 import tensorflow as tf
 
 from analysis import autoattack
-from augment import apgd as apgd_module
-from augment import attacks, square as square_module
+from attacks import apgd as apgd_module
+from attacks import core as attacks, square as square_module
 
 EPS = 8 / 255
 

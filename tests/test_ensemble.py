@@ -51,7 +51,7 @@ def test_alphastack_keeps_members_bitwise_and_matches_or_beats_the_best_member(m
 
     stack = keras.models.load_model(run_dir / "model.keras", safe_mode=True)  # members nested inside
     for index, original in enumerate(before, start=1):
-        inner = stack.get_layer(f"member{index}").layer
+        inner = stack.get_layer(f"member{index}")  # the plain model nests each member as itself
         assert not inner.trainable
         assert all(np.array_equal(np.array(a), b) for a, b in zip(inner.weights, original, strict=True))
     assert ensembles.markdown_table(metrics, "alphastack").count("\n") == 4  # header, rule, 2 members, stack

@@ -118,7 +118,9 @@ def test_train_cli_runs_adversarial_training(mix, tmp_path):
             *(["--pgd-steps", "3"] if "pgd" in mix else [])]  # train.py refuses --pgd-steps without PGD
     assert train_cli.run_cli(train_cli.main, argv) == 0
     config = json.loads((run_dir / "config.json").read_text())
-    assert config["adversarial"]["attacks"] == mix and config["adversarial"]["eps"] == pytest.approx(4 / 255)
+    attack_mix = config["parts"][0]  # the attack mix is the run's first part
+    assert attack_mix["name"] == "attack_mix" and attack_mix["eps"] == pytest.approx(4 / 255)
+    assert attack_mix["attacks"] == {name: int(weight) for name, weight in (item.split(":") for item in mix.split(","))}
     keras.models.load_model(run_dir / "model.keras", safe_mode=True)  # the plain model, not the wrapper
     if mix.startswith("fast"):  # the catastrophic-overfitting guard logs robust accuracy per epoch
         assert "val_pgd_accuracy" in read_history(run_dir / "history.csv")[0]

@@ -12,7 +12,7 @@ from PIL import Image
 import export as export_cli
 import predict as predict_cli
 from common.run_folder import write_json
-from common.run_loader import load_run, load_split
+from loading.run_loader import load_run, load_split
 from data import tiny_imagenet
 from data.decode import decode_file
 from inference import export, manifest, model_card, predictors

@@ -189,7 +189,7 @@ def digits_runs(tmp_path_factory):
 @pytest.mark.slow
 @pytest.mark.parametrize("kind", ["single", "average", "alphastack", "dual-bn", "dual-bn auxiliary"])
 def test_every_kind_of_run_predicts_with_its_class_names(digits_runs, kind, tmp_path, capsys):
-    from common.run_loader import load_split
+    from loading.run_loader import load_split
 
     split = load_split({"dataset": "digits"}, "val", image_size=(32, 32))
     Image.fromarray(split.images[0]).resize((50, 40)).save(tmp_path / "digit.png")

@@ -13,7 +13,7 @@ import train as train_cli
 from common.run_folder import read_history
 from models.options import batch_norm
 from models.parseval import ParsevalConstraint, parseval_deviation, tight_frame
-from training.adversarial import AttackMix
+from training.adversarial import AttackMix, LogitPairing
 from training.callbacks import ParsevalDeviation
 from training.parts import View, make_part
 from training.regularizers import (REFERENCE_BATCH, LaplacianSmoothness, block_outputs, graph_smoothness,
@@ -177,6 +177,32 @@ def test_with_noise_training_the_term_sees_only_the_images_left_clean():
     assert int(seen["batch"]) == 4 and list(np.asarray(seen["labels"])) == [1, 2, 0, 1]  # the second half
     for name in ("laplacian_smoothness", "sigma_block1_out", "sigma_block3_out"):
         assert np.isfinite(logs[name]) and logs[name] > 0, name
+
+
+def test_with_logit_pairing_the_term_still_sees_only_the_clean_images_kept():
+    """Logit pairing needs the clean originals of the attacked images; the smoothness term must not get them."""
+    keras.utils.set_random_seed(0)
+    model = block_model()
+    seen = {}
+
+    class Recording(LaplacianSmoothness):
+        def __call__(self, model, views, outputs):
+            seen["views"], seen["features"] = sorted(views), sorted(outputs["features"])
+            seen["images"], seen["labels"] = views["clean"].images, views["clean"].labels
+            seen["batch"] = tf.shape(outputs["features"]["clean"]["block1_out"])[0]
+            return super().__call__(model, views, outputs)
+
+    attack = AttackMix(attacks="fgsm", eps=0.05, fraction=0.5)
+    wrapper = TrainingModel(model, transforms=[attack], loss_terms=[LogitPairing(1.0), Recording(gamma=0.01)])
+    wrapper.compile(optimizer="adam", loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                    run_eagerly=True)  # eager, so the term's inputs can be read
+    x = np.random.default_rng(0).random((8, 6, 6, 3), dtype=np.float32)
+    y = np.array([0, 1, 2, 0, 1, 2, 0, 1], dtype="int32")
+    logs = wrapper.train_on_batch(x, y, return_dict=True)
+    assert seen["views"] == ["clean"] and seen["features"] == ["clean"]
+    assert int(seen["batch"]) == 4 and list(np.asarray(seen["labels"])) == [1, 2, 0, 1]  # the second half
+    np.testing.assert_array_equal(np.asarray(seen["images"]), x[4:])
+    assert logs["logit_pairing"] > 0 and logs["laplacian_smoothness"] > 0
 
 
 @pytest.mark.slow  # a whole train.py run: minutes on a loaded 2-core CPU

@@ -18,7 +18,7 @@ import train as train_cli
 import tune as tune_cli
 from common import cli
 from common.run_folder import read_history, remove_leftovers, trim_history, write_json
-from common.run_loader import load_model
+from loading.run_loader import load_model
 from training import trainer
 from training.recipes import override
 from tests.helpers import TRAIN, backed_up as _backed_up, kill_when as _kill_when

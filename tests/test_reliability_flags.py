@@ -15,8 +15,8 @@ import train as train_cli
 import tune as tune_cli
 from common import cli, run_config
 from common.run_folder import write_json
-from common.run_loader import load_run
 from experiments import bench as bench_cli, cis680 as cis680_cli
+from loading.run_loader import load_run
 from training import trainer
 from training.recipes import override
 
@@ -155,7 +155,7 @@ def test_evaluate_refuses_a_gan_run_and_work_it_cannot_finish(capsys, tmp_path, 
 
     # Root writes into a read-only folder anyway; ask the permission check what an ordinary user would get.
     monkeypatch.setattr(run_folder.os, "access", lambda path, mode: pathlib.Path(path) != two)
-    monkeypatch.setattr("common.run_loader.load_run", lambda *a, **k: pytest.fail("the model was loaded first"))
+    monkeypatch.setattr("loading.run_loader.load_run", lambda *a, **k: pytest.fail("the model was loaded first"))
     assert "not writable" in _one_line(capsys, evaluate_cli.main, [str(two), "--attack", "fgsm"])
 
 
@@ -174,7 +174,7 @@ def test_explain_refuses_an_unwritable_out_before_any_work(capsys, tmp_path, mon
 @pytest.mark.parametrize("argv, needle", [
     (["--search", "augment", "--lr-max", "0.1"], "--lr-max only applies to --search optimizer"),
     (["--search", "augment", "--optimizers", "adam"], "--optimizers only applies to --search optimizer"),
-    (["--adv", "fgsm:1"], "--adv only applies to --search augment"),
+    (["--adv-fraction", "0.3"], "--adv-fraction only applies with --adv"),
     (["--search", "augment", "--eval-eps", "4/255"], "--eval-eps only applies with --adv"),
 ])
 def test_tune_refuses_flags_of_the_other_search(argv, needle, capsys, tmp_path, monkeypatch):

@@ -13,6 +13,7 @@ import pytest
 
 import train as train_cli
 import tune as tune_cli
+from common.run_folder import read_history
 from training import trainer, tuning
 
 DATA = ["--dataset", "digits", "--classes", "4", "--per-class", "40"]
@@ -106,7 +107,23 @@ def test_augment_search_with_adversarial_eps_feeds_train(tmp_path, capsys):
     config = train_cli.config_from_args(train_cli.build_parser().parse_args(
         ["cis680_allconv", *DATA, "--hparams", str(folder / "best.json")]), [])
     assert config.recipe.augment == best["augment"]
-    assert (config.adversarial["attacks"], config.adversarial["eps"]) == ("fgsm:1", best["eps"])
+    attack_mix = config.parts[0]
+    assert (attack_mix["name"], attack_mix["attacks"], attack_mix["eps"]) == ("attack_mix", {"fgsm": 1}, best["eps"])
+
+
+@pytest.mark.slow  # a two-trial search of a Parseval network
+def test_method_flags_train_every_trial_that_way(tmp_path):
+    folder = tmp_path / "search"
+    argv = ["alphanet_v4", *DATA, "--image-size", "32", "--epochs", "1", "--quiet", "--trials", "2", "--parseval",
+            "0.01", "--dir", str(folder)]
+    assert tune_cli.main(argv) == 0
+    for trial in ("trial_0", "trial_1"):
+        rows = read_history(folder / tuning.PROJECT_NAME / trial / "history.csv")
+        assert rows and all(row["parseval_deviation"] > 0 for row in rows), trial
+    saved = json.loads((folder / "search.json").read_text())
+    assert saved["model_options"]["conv_constraint"]["config"]["beta"] == 0.01
+    assert tune_cli.main(argv) == 0  # the same flags resume the finished search
+    assert tune_cli.run_cli(tune_cli.main, [*argv[:-4], "--dir", str(folder)]) == 2  # without --parseval: refused
 
 
 @pytest.mark.parametrize("argv, needle", [
@@ -115,7 +132,7 @@ def test_augment_search_with_adversarial_eps_feeds_train(tmp_path, capsys):
     (["cis680_allconv", "--lr-min", "0.1", "--lr-max", "0.01"], "lr_min=0.1, lr_max=0.01"),
     (["cis680_allconv", "--search", "colour"], "Unknown search 'colour'"),
     (["cis680_allconv", "--tuner", "grid"], "Unknown tuner 'grid'"),
-    (["cis680_allconv", "--adv", "fgsm:1"], "--adv"),
+    (["cis680_allconv", "--search", "augment", "--adv", "fgsm:1", "--eps", "2/255"], "--eps"),
     (["cis680_allconv", "--search", "augment", "--adv", "cw:1"], "'cw'"),
 ])
 def test_cli_errors_are_one_line_with_exit_status_2(argv, needle, capsys, tmp_path, monkeypatch):

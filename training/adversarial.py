@@ -2,8 +2,12 @@
 
 `AttackMix` (input transform "attack_mix"): each batch, the first `fraction` of the images is replaced
 by adversarial examples made from the current weights, on the replica's own device, through the
-adversarial route. `LogitPairing` (loss term "logit_pairing"). `AdversarialModel` is the wrapper with
-both, kept as a shorthand. Evaluation (`test_step`) stays clean. Save `model.base`.
+adversarial route, by attacks looked up in the attack registry (`attacks.registry`: any registered
+attack, a plugin's included); when one of them declares `overfitting_guard`, the part brings the
+`CatastrophicOverfittingGuard` callback. `LogitPairing` (loss term "logit_pairing").
+`adversarial_parts(options)` turns train.py's adversarial options into the specs of both;
+`AdversarialModel` is `wrap(base, make_parts(adversarial_parts(...)))` kept as a shorthand.
+Evaluation (`test_step`) stays clean. Save `model.base`.
 """
 from __future__ import annotations
 
@@ -15,14 +19,17 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from augment import attacks
+from attacks.accuracy import accuracy
+from attacks.registry import attack_names, get_attack, make_attack
 from common import checks
-from augment.robust_accuracy import accuracy, pgd_attack
 from models import routes
-from training.parts import View, register_part
+from training.parts import InputTransform, LossTerm, RunContext, View, register_part
 from training.wrapper import TrainingModel
 
-ATTACKS = ("fgsm", "pgd", "fast", "noise")
+ADVERSARY_PARTS = ("attack_mix", "logit_pairing")  # the parts train.py's adversarial flags make
+GUARD_IMAGES = 256  # the fixed held-out batch the overfitting guard attacks after every epoch
+# AdversarialConfig's field for each attack option (the registry's names) it fills.
+ATTACK_SETTINGS = {"eps": "eps", "steps": "pgd_steps", "step_size": "pgd_step_size", "snr_db": "noise_snr_db"}
 
 
 def parse_attack_mix(spec: str) -> dict[str, int]:
@@ -31,12 +38,12 @@ def parse_attack_mix(spec: str) -> dict[str, int]:
         raise ValueError(f'Attack mix must look like "fgsm:10,pgd:1". Received: spec={spec!r}')
     mix: dict[str, int] = {}
     for part in spec.split(","):
-        match = re.fullmatch(r"\s*([a-z]+)\s*(?::\s*(\d+)\s*)?", part)
+        match = re.fullmatch(r"\s*([a-z][a-z0-9_-]*)\s*(?::\s*(\d+)\s*)?", part)
         if match is None:
             raise ValueError(f'Attack mix entries look like "pgd:1". Received: {part!r} in spec={spec!r}')
         name, weight = match.group(1), int(match.group(2) or 1)
-        if name not in ATTACKS:
-            raise ValueError(f"Unknown attack {name!r} in spec={spec!r}; known: {', '.join(ATTACKS)}")
+        if name not in attack_names():
+            raise ValueError(f"Unknown attack {name!r} in spec={spec!r}; known: {', '.join(attack_names())}")
         if weight < 1 or name in mix:
             raise ValueError(f"Each attack appears once with weight >= 1. Received: {part!r} in spec={spec!r}")
         mix[name] = weight
@@ -47,11 +54,12 @@ def parse_attack_mix(spec: str) -> dict[str, int]:
 class AdversarialConfig:
     """What `AdversarialModel` trains on.
 
-    attacks: weights per attack (a dict, or a spec string for `parse_attack_mix`); batches cycle
-        through them in order, e.g. {"fgsm": 10, "pgd": 1} = ten FGSM batches, then one PGD batch.
+    attacks: weights per registered attack (a dict, or a spec string for `parse_attack_mix`); batches
+        cycle through them in order, e.g. {"fgsm": 10, "pgd": 1} = ten FGSM batches, then one PGD batch.
         "fast" is FGSM from a uniform random start in the eps-ball with step 1.25·eps (Wong et al.
         2020, "Fast is better than free: Revisiting adversarial training"); "noise" is Gaussian noise at
-        `noise_snr_db`.
+        `noise_snr_db`. Each attack gets the options it declares from eps, pgd_steps (its `steps`),
+        pgd_step_size (its `step_size`) and noise_snr_db (its `snr_db`).
     fraction: share of each batch made adversarial: 0.5 is Kurakin et al. 2017 ("Adversarial Machine
         Learning at Scale") half-and-half, 1.0 is all-adversarial (Xie et al. 2019, "Feature Denoising
         for Improving Adversarial Robustness").
@@ -87,12 +95,18 @@ class AdversarialConfig:
         if self.pgd_step_size is not None:
             checks.positive_real("pgd_step_size", self.pgd_step_size)
         checks.real_in_range("logit_pairing", self.logit_pairing, 0.0, math.inf, high_open=True)
-        if "noise" in mix and (self.noise_snr_db is None or math.isnan(self.noise_snr_db)):
-            raise ValueError(f"The noise attack needs noise_snr_db. Received: noise_snr_db={self.noise_snr_db!r}")
+        if self.noise_snr_db is not None and math.isnan(self.noise_snr_db):
+            object.__setattr__(self, "noise_snr_db", None)
+        settings = self.attack_settings()
+        for name in mix:
+            missing = [key for key in get_attack(name).required if settings.get(key) is None]
+            if missing:
+                field = ATTACK_SETTINGS.get(missing[0], missing[0])
+                raise ValueError(f"The {name} attack needs {field}. Received: {field}={getattr(self, field, None)!r}")
 
-    @property
-    def step_size(self) -> float:
-        return self.pgd_step_size if self.pgd_step_size is not None else 2.5 * self.eps / self.pgd_steps
+    def attack_settings(self) -> dict:
+        """The settings every attack of the mix picks its declared options from."""
+        return {option: getattr(self, field) for option, field in ATTACK_SETTINGS.items()}
 
     def schedule(self) -> tuple[str, ...]:
         """One cycle of attack names, batch by batch; weights are divided by their gcd first."""
@@ -101,7 +115,7 @@ class AdversarialConfig:
 
 
 @register_part("transform", "attack_mix")
-class AttackMix:
+class AttackMix(InputTransform):
     """Replaces the leading ``fraction`` of each batch by adversarial examples of this step's scheduled attack,
     made from the current weights on the replica's own device, through the adversarial route."""
 
@@ -109,6 +123,7 @@ class AttackMix:
         self.config = options.pop("config", None) or AdversarialConfig(**options)
         names = list(self.config.attacks)
         self._schedule_ids = [names.index(name) for name in self.config.schedule()]
+        self._attacks = [make_attack(name, **self.config.attack_settings()) for name in names]
         # Counters advance once per global step whatever the number of replicas.
         self.attack_step = keras.Variable(0, dtype="int64", trainable=False, name="attack_step",
                                           aggregation="only_first_replica")
@@ -116,16 +131,15 @@ class AttackMix:
                                             name="attack_counts", aggregation="only_first_replica")
         self.variables = [self.attack_step, self.attack_counts]
 
-    def _attack(self, model, name, x, y, seed):
-        config = self.config
-        if name == "noise":
-            return attacks.gaussian_noise(x, snr_db=config.noise_snr_db, seed=seed)
-        if name == "fgsm":
-            return attacks.fgsm(model, x, y, eps=config.eps)
-        if name == "fast":
-            return attacks.pgd(model, x, y, eps=config.eps, step_size=1.25 * config.eps, steps=1, seed=seed)
-        return attacks.pgd(model, x, y, eps=config.eps, step_size=config.step_size, steps=config.pgd_steps,
-                           seed=seed)
+    def callbacks(self, run: RunContext) -> list:
+        """The catastrophic-overfitting guard, when an attack of the mix declares that it needs one."""
+        if run.val_split is None or not any(get_attack(name).overfitting_guard for name in self.config.attacks):
+            return []
+        # A fixed held-out batch: PGD accuracy on it collapses within an epoch when fast AT overfits.
+        held_out = slice(0, min(GUARD_IMAGES, len(run.val_split)))
+        return [CatastrophicOverfittingGuard(
+            run.val_split.images[held_out].astype("float32") / 255.0, run.val_split.labels[held_out],
+            eps=self.config.eps, step_size=self.config.eps / 4, steps=10, seed=self.config.seed)]
 
     def adversarial_examples(self, model, x, y):
         """Adversarial versions of (x, y) by this step's scheduled attack; advances the schedule."""
@@ -139,7 +153,7 @@ class AttackMix:
             tf.random.experimental.stateless_fold_in(tf.constant([self.config.seed, 0], tf.int64), step), replica_id
         )
         with routes.forward_route("adversarial"):  # the attack sees the statistics its view trains with
-            branches = [lambda name=name: self._attack(model.base, name, x, y, seed) for name in names]
+            branches = [lambda attack=attack: attack(model.base, x, y, seed) for attack in self._attacks]
             x_adv = tf.switch_case(attack_id, branches) if len(branches) > 1 else branches[0]()
         self.attack_counts.assign_add(tf.one_hot(attack_id, len(names), dtype="int64"))
         self.attack_step.assign_add(1)
@@ -154,11 +168,12 @@ class AttackMix:
 
 
 @register_part("loss", "logit_pairing")
-class LogitPairing:
+class LogitPairing(LossTerm):
     """Adversarial logit pairing (Kannan et al. 2018, "Adversarial Logit Pairing"): λ · mean over images and
-    logits of (clean logits − adversarial logits)², the clean logits those of the attacked images."""
+    logits of (clean logits − adversarial logits)², the clean logits those of the attacked images (taken
+    from the "batch" view, which holds every clean image, the replaced ones included)."""
 
-    uses_clean_of_replaced = True
+    views = ("adversarial", "batch")
 
     def __init__(self, weight: float):
         if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not weight > 0:
@@ -166,10 +181,9 @@ class LogitPairing:
         self.weight = float(weight)
 
     def __call__(self, model, views, outputs):
-        adversarial = views["adversarial"]
-        start = adversarial.offset - views["clean"].offset
+        start = views["adversarial"].offset
         count = tf.shape(outputs["adversarial"])[0]
-        clean_logits = outputs["clean"][start:start + count]
+        clean_logits = outputs["batch"][start:start + count]
         difference = tf.cast(clean_logits, tf.float32) - tf.cast(outputs["adversarial"], tf.float32)
         return self.weight * tf.reduce_mean(tf.square(difference))
 
@@ -221,7 +235,8 @@ class CatastrophicOverfittingGuard(keras.callbacks.Callback):
             raise ValueError(f"`collapse_ratio` must be in (0, 1). Received: collapse_ratio={collapse_ratio!r}")
         self.x = np.asarray(x, np.float32)
         self.y = np.asarray(y, np.int32)
-        self.attack = pgd_attack(eps, steps=steps, step_size=step_size, seed=seed)
+        self.attack = make_attack("pgd", eps=eps, steps=steps, step_size=step_size)
+        self.seed = seed
         self.collapse_ratio, self.near_zero, self.clean_floor = collapse_ratio, near_zero, clean_floor
         self.restore_best, self.verbose = restore_best, verbose
         self.best_accuracy, self.best_weights, self.best_epoch, self.collapsed_epoch = -1.0, None, None, None
@@ -236,7 +251,7 @@ class CatastrophicOverfittingGuard(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         # One batch: the held-out set is small, and one random start keeps the numbers as they were.
-        robust = accuracy(self.model, self.x, self.y, self.attack, batch_size=len(self.x))
+        robust = accuracy(self.model, self.x, self.y, self.attack, batch_size=len(self.x), seed=self.seed)
         clean = accuracy(self.model, self.x, self.y, batch_size=len(self.x))
         if logs is not None:
             logs["val_pgd_accuracy"] = robust

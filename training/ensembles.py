@@ -9,7 +9,8 @@ nothing.
 Both are one functional model: ``image`` (the first member's input size) -> per member, a bilinear
 ``member<i>_resize`` when its input size differs -> ``member<i>`` (``models.transfer.InferenceOnly``
 around the member's own functional model) -> the combination. The saved ``model.keras`` holds every
-member and loads on its own with ``safe_mode=True`` (after ``import models``, like every zoo model).
+member and loads on its own with ``safe_mode=True``: the AlphaStack's is plain Keras (``models.plain``:
+each member nested as itself, frozen), the averaged ensemble's needs ``import models`` first.
 Members are scored inside the ensemble graph, on the same data and resizing as the ensemble.
 """
 from __future__ import annotations
@@ -21,11 +22,12 @@ import keras
 
 import models  # noqa: F401  (registers the zoo's custom layers for loading)
 from data.pipeline import make_dataset
+from models.plain import plain_model
 from models.transfer import InferenceOnly, MeanProbabilityLogits
 from training import trainer
 from training.recipes import Recipe
 from common.run_folder import atomic_path, write_json
-from common.run_loader import load_run, load_split
+from loading.run_loader import load_run, load_split
 from training.fit import Checkpoint, fit_into_run
 
 KINDS = ("alphastack", "average")
@@ -166,7 +168,7 @@ def train_alphastack(members: list[Member], run_dir, *, head=(512, 256), **data_
         return metrics
 
     fit_into_run(stack, run_dir, train_data, epochs=config.recipe.epochs, steps_per_epoch=steps,
-                 validation_data=val_data, checkpoints=[Checkpoint(stack, "model.keras")], verbose=config.verbose,
+                 validation_data=val_data, checkpoints=[Checkpoint(stack, "model.keras", export=plain_model)], verbose=config.verbose,
                  finish=finish, plot_title=f"AlphaStack of {len(members)} on {config.dataset}")
     return run_dir
 

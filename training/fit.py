@@ -22,6 +22,7 @@ The folder's writer lock is held throughout (``hold_run_folder``).
 """
 from __future__ import annotations
 
+import csv
 import dataclasses
 import math
 import os
@@ -80,6 +81,29 @@ class _CheckpointCallback(keras.callbacks.Callback):
             (export(self.checkpoint.model) if export else self.checkpoint.model).save(temporary)
 
 
+class _HistoryLogger(keras.callbacks.CSVLogger):
+    """CSVLogger whose columns are the logged ones, and whose appended rows keep the columns of the file
+    they extend: for a fit without validation (a GAN's) Keras adds val_ columns of "NA", which
+    trim_history drops, so a resumed run's rows were longer than its header."""
+
+    def __init__(self, path: pathlib.Path, append: bool):
+        super().__init__(str(path), append=append)
+        self.columns = None
+        if append:
+            with path.open(newline="") as handle:
+                self.columns = next(csv.reader(handle))[1:]
+
+    def on_train_begin(self, logs=None):
+        super().on_train_begin(logs)
+        if self.columns:
+            self.keys = list(self.columns)
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.keys is None:
+            self.keys = sorted(logs or {})
+        super().on_epoch_end(epoch, logs)
+
+
 def fit_finished(run_dir: str | os.PathLike, history_name: str = "history.csv") -> bool:
     marker = pathlib.Path(run_dir) / FIT_MARKER
     return marker.exists() and read_json(marker).get(history_name, False)
@@ -130,7 +154,7 @@ def _fit_into_run(model, run_dir: pathlib.Path, train_data, *, epochs, steps_per
         checkpoint_callbacks = [_CheckpointCallback(checkpoint, run_dir / checkpoint.filename)
                                 for checkpoint in checkpoints]
         every = [StopOnNonFiniteLoss(), EpochTimer(), *callbacks, *checkpoint_callbacks,
-                 keras.callbacks.CSVLogger(str(history_path), append=bool(previous))]
+                 _HistoryLogger(history_path, append=bool(previous))]
         for callback in every:
             if hasattr(callback, "resume_from"):  # state that lives in the finished epochs' history
                 callback.resume_from(previous)

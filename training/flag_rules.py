@@ -10,6 +10,7 @@ import argparse
 
 def refuse_ignored_flags(args: argparse.Namespace, defaults: argparse.Namespace) -> None:
     """Raise ValueError naming the first flag that the other flags make meaningless."""
+    from attacks.registry import get_attack
     from training.adversarial import parse_attack_mix
 
     def given(name: str) -> bool:
@@ -19,6 +20,7 @@ def refuse_ignored_flags(args: argparse.Namespace, defaults: argparse.Namespace)
     if args.noise_snr is not None and not args.adv and not args.advprop:
         mix = {"noise"}
     attack = f"--adv {args.adv}" if args.adv else "--advprop" if args.advprop else "no attack"
+    declared = {option for name in mix for option in get_attack(name).options}  # what the attacks take
     rules = [
         (given("parseval_rows") and args.parseval is None, "--parseval-rows needs --parseval"),
         *((given(name) and args.smoothness is None, f"--{name.replace('_', '-')} needs --smoothness")
@@ -27,10 +29,11 @@ def refuse_ignored_flags(args: argparse.Namespace, defaults: argparse.Namespace)
         (given("adv_fraction") and not mix, "--adv-fraction needs an attack (--adv or --noise-snr)"),
         (given("adv_fraction") and args.advprop and not args.adv,
          "--advprop attacks the whole batch beside the clean one; --adv-fraction does not apply to it"),
-        (given("pgd_steps") and "pgd" not in mix, f"--pgd-steps applies to a PGD attack, and {attack} has none"),
-        (args.pgd_step_size is not None and "pgd" not in mix,
+        (given("pgd_steps") and "steps" not in declared,
+         f"--pgd-steps applies to a PGD attack, and {attack} has none"),
+        (args.pgd_step_size is not None and "step_size" not in declared,
          f"--pgd-step-size applies to a PGD attack, and {attack} has none"),
-        (args.noise_snr is not None and "noise" not in mix,
+        (args.noise_snr is not None and "snr_db" not in declared,
          f"--noise-snr sets the noise attack's SNR, and {attack} has no noise: add noise:W to --adv"),
         (args.dual_bn and not mix, "--dual-bn routes adversarial images through their own BN statistics; "
                                    "with no attack (--adv, --noise-snr) nothing takes that route"),

@@ -1,4 +1,4 @@
-"""train.py's flags for the ways of training, and what they become: adversarial options, part specs and
+"""The flags for the ways of training (train.py's and tune.py's), and what they become: part specs and
 builder options. A new way of training adds its flags and its translation here, next to its part;
 the trainer, the wrapper and the run's config stay as they are."""
 from __future__ import annotations
@@ -76,9 +76,15 @@ def adversarial_options(args) -> dict | None:
             "logit_pairing": args.logit_pairing, "noise_snr_db": args.noise_snr, "seed": args.seed}
 
 
-def part_specs(args) -> list[dict]:
-    """The loss terms, hooks and transforms the flags ask for (the attack mix comes from adversarial_options)."""
+def part_specs(args, adversarial: bool = True) -> list[dict]:
+    """The transforms, loss terms and hooks the flags ask for, the attack mix (and logit pairing) first unless
+    ``adversarial`` is False (the caller then makes them from ``adversarial_options``)."""
     specs = []
+    options = adversarial_options(args) if adversarial else None
+    if options:
+        from training.adversarial import adversarial_parts
+
+        specs += adversarial_parts(options)
     if args.smoothness is not None:
         specs.append({"kind": "loss", "name": "laplacian_smoothness", "gamma": args.smoothness,
                       "power": args.smoothness_power, "k": args.smoothness_k,
@@ -88,6 +94,8 @@ def part_specs(args) -> list[dict]:
     if args.synthetic:
         specs.append({"kind": "transform", "name": "synthetic", "run_dir": args.synthetic,
                       "fraction": args.synthetic_fraction, "seed": args.seed})
+    if args.save_bn == "adv":
+        specs.append({"kind": "hook", "name": "auxiliary_bn_model"})
     return specs
 
 

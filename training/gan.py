@@ -140,7 +140,9 @@ def tile(images: np.ndarray, columns: int, gap: int = 2) -> np.ndarray:
 
 class SampleGrid(keras.callbacks.Callback):
     """After every epoch, the generator's images for fixed inputs as ``samples-epochNNN.png`` (epochs
-    counted from 1, continuing across resumes) and the latest as ``samples.png``."""
+    counted from 1, continuing across resumes) and the latest as ``samples.png``; logs
+    ``sample_change``, the mean absolute change of the grid's pixels (in [0, 1]) since the previous
+    epoch's samples.png (NaN for the first epoch), which falls to zero when the generator stops learning."""
 
     def __init__(self, generator: keras.Model, folder, inputs, columns: int):
         super().__init__()
@@ -149,11 +151,53 @@ class SampleGrid(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         from PIL import Image
 
-        grid = Image.fromarray(tile(keras.ops.convert_to_numpy(self.generator(self.inputs, training=False)),
-                                    self.columns))
+        grid = tile(keras.ops.convert_to_numpy(self.generator(self.inputs, training=False)), self.columns)
+        previous = self.folder / "samples.png"
+        change = float("nan")
+        if previous.is_file():
+            with Image.open(previous) as image:
+                before = np.asarray(image.convert("RGB"))
+            if before.shape == grid.shape:
+                change = float(np.mean(np.abs(grid.astype(np.float32) - before)) / 255.0)
+        if logs is not None:
+            logs["sample_change"] = change
         for name in (f"samples-epoch{epoch + 1:03d}.png", "samples.png"):
             with atomic_path(self.folder / name) as temporary:
-                grid.save(temporary, format="PNG")
+                Image.fromarray(grid).save(temporary, format="PNG")
+
+
+class StopOnNonFiniteLoss(keras.callbacks.Callback):
+    """Stops a diverged run with a ValueError (one line from the CLI, exit status 2) at the end of the
+    epoch whose d_loss or g_loss is NaN or infinite, rather than finishing with NaN weights. Put first:
+    the diverged epoch is then neither scored, logged nor backed up (as ``training.callbacks``' check of
+    a classifier's loss, which a GAN does not log)."""
+
+    def on_epoch_end(self, epoch, logs=None):
+        for name in ("d_loss", "g_loss"):
+            value = float((logs or {}).get(name, 0.0))
+            if not np.isfinite(value):
+                raise ValueError(f"training diverged: {name} is {value} after epoch {epoch + 1}; start a new run "
+                                 "with a lower learning rate or stability aids")
+
+
+class CollapseWatch(keras.callbacks.Callback):
+    """Prints a warning when an epoch's ``diversity`` (generated over real, from the scorer) is below
+    ``threshold`` (mode collapse: few distinct images per class) or its ``sample_change`` is below
+    ``still`` (the fixed-noise samples no longer change: the generator has stopped learning)."""
+
+    def __init__(self, threshold: float = 0.5, still: float = 1e-3):
+        super().__init__()
+        self.threshold, self.still = threshold, still
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs or {}
+        diversity, change = logs.get("diversity", float("nan")), logs.get("sample_change", float("nan"))
+        if diversity < self.threshold:
+            print(f"warning: epoch {epoch + 1}: mode collapse? generated images are {diversity:.2f} as diverse "
+                  f"as real ones in the judge's features (threshold {self.threshold:g})", flush=True)
+        if change < self.still:
+            print(f"warning: epoch {epoch + 1}: the samples stopped changing (mean pixel change {change:.5f} "
+                  f"< {self.still:g}): the generator is no longer learning", flush=True)
 
 
 class EpochScores(keras.callbacks.Callback):

@@ -26,7 +26,7 @@ import numpy as np
 import tensorflow as tf
 
 from common.run_folder import read_history, write_history
-from training.parts import register_part
+from training.parts import Hook, RunContext, register_part
 
 DEFAULT_RECORDS_PER_EPOCH = 20
 CSV_NAME = "gradients.csv"
@@ -84,7 +84,7 @@ def _variable_index(variables, kernel) -> int:
 
 
 @register_part("hook", "gradient_monitor")
-class GradientMonitor:
+class GradientMonitor(Hook):
     """After-update hook: every ``every`` steps, the mean |gradient| of each chosen layer's kernel.
 
     layers: layer names (default: the first and the last convolution); every: record at global
@@ -144,9 +144,9 @@ class GradientMonitor:
         return {"kind": "hook", "name": self.name, "layers": list(self.layer_names), "every": self.fixed_every,
                 "records_per_epoch": self.records_per_epoch}
 
-    def callbacks(self, run_dir) -> list:
-        """The callback that writes this hook's records into ``run_dir``."""
-        return [GradientLog(run_dir, self)]
+    def callbacks(self, run: RunContext) -> list:
+        """The callback that writes this hook's records into the run folder."""
+        return [GradientLog(run.run_dir, self)]
 
     def __call__(self, model, gradients, variables):
         if self._indices is None:

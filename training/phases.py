@@ -19,7 +19,8 @@ learning rates and epochs of phases 1-4 are this project's choice.
 Run folder of a phased run: the usual config.json, model.keras (the best weights of the last phase run),
 history.csv (all phases; "phase" is the phase's number and "phase_epoch" the epoch within it),
 metrics.json (the last phase's scores plus "phases": {name: scores}) and curves.png, and
-phases/<name>.csv and phases/progress.json (the finished phases). An interrupted run resumes at the
+phases/<name>.csv, phases/progress.json (the finished phases) and phases/best.keras (the training model,
+constraints and both BN sets kept, that the next phase starts from). An interrupted run resumes at the
 first unfinished phase, from that phase's BackupAndRestore folder (backup/<name>).
 """
 from __future__ import annotations
@@ -34,9 +35,10 @@ from common import checks
 from common.plots import plot_history
 from common.run_folder import read_history, read_json, remove_leftovers, write_history, write_json
 from training import run_setup
-from training.fit import fit_into_run
-from training.parts import make_parts
-from training.wrapper import wrap
+from training.fit import Checkpoint, fit_into_run
+from training.parts import RunContext
+
+BEST_TRAINING_MODEL = "phases/best.keras"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -147,11 +149,16 @@ def _phase_recipe(recipe, phase: Phase):
                                step_decay_epochs=phase.decay_every, step_decay_factor=phase.decay_factor)
 
 
-def _adversarial_options(phase: Phase, config) -> dict | None:
-    """The phase's adversary; train.py's --adv flags replace the mix of the phases that have one."""
+def phase_part_specs(phase: Phase, config) -> list[dict]:
+    """The run's part specs for one phase: a phase without an adversary trains without the attack mix (and logit
+    pairing); one with an adversary uses its own, unless train.py's --adv flags gave the run one."""
+    from training.adversarial import ADVERSARY_PARTS, adversarial_parts
+
+    given = [spec for spec in config.parts if spec.get("name") in ADVERSARY_PARTS]
+    others = [spec for spec in config.parts if spec.get("name") not in ADVERSARY_PARTS]
     if phase.adversarial is None:
-        return None
-    return {**phase.adversarial, "seed": config.seed, **(config.adversarial or {})}
+        return others
+    return [*(given or adversarial_parts({**phase.adversarial, "seed": config.seed})), *others]
 
 
 def _train_phase(config, number, phase, base, strategy, splits, datasets, run_dir, extra_callbacks,
@@ -159,30 +166,36 @@ def _train_phase(config, number, phase, base, strategy, splits, datasets, run_di
     _, val_split = splits
     train_data, val_data, steps = datasets
     recipe = _phase_recipe(config.recipe, phase)
-    options = _adversarial_options(phase, config)
+    specs = phase_part_specs(phase, config)
+    mix = next((spec for spec in specs if spec["name"] == "attack_mix"), None)
     with strategy.scope():
         trained = set_trainable(base, phase)
-        parts = make_parts(run_setup.part_specs(options, config.parts))
-        model = wrap(base, parts)
-        run_setup.compile_for_training(model, recipe, config.jit_compile)
+    assembly = run_setup.assemble(config, splits[0], base=base, parts=specs, recipe=recipe, strategy=strategy)
 
     history_name = f"phases/{phase.name}.csv"
-    callbacks = [*run_setup.training_callbacks(options, val_split, config.model_options),
-                 *run_setup.part_callbacks(parts, run_dir),
+    callbacks = [*run_setup.run_callbacks(config, assembly, RunContext(run_dir, val_split, config.seed)),
                  *run_setup.schedule_callbacks(config, recipe, extra_callbacks, run_dir / "tensorboard" / phase.name)]
     print(f"phase {number} {phase.name}: training {', '.join(trained)} at {phase.learning_rate:g} for "
-          f"{recipe.epochs} epochs{', adversarial ' + str(options['attacks']) if options else ''}")
+          f"{recipe.epochs} epochs{', adversarial ' + str(mix['attacks']) if mix else ''}")
     # A phase history without a finished phase is a crashed attempt: resume it from its own backup.
-    fit_into_run(model, run_dir, train_data, epochs=recipe.epochs, steps_per_epoch=steps, validation_data=val_data,
-                 checkpoints=run_setup.checkpoints(config, base), callbacks=callbacks,
+    # phases/best.keras keeps the training model (constraints, both BN sets) the next phase starts from.
+    saved = [*run_setup.checkpoints(assembly), Checkpoint(base, BEST_TRAINING_MODEL)]
+    fit_into_run(assembly.model, run_dir, train_data, epochs=recipe.epochs, steps_per_epoch=steps,
+                 validation_data=val_data, checkpoints=saved, callbacks=callbacks,
                  resume=resume or (run_dir / history_name).exists(), verbose=config.verbose,
                  history_name=history_name, backup_name=f"backup/{phase.name}", metrics_name=None, plot_name=None)
 
     metrics = run_setup.final_metrics(run_dir, val_data, base.count_params(), history_path=run_dir / history_name)
     trainable = sum(int(keras.ops.size(variable)) for variable in base.trainable_variables)
     metrics.update(phase=number, learning_rate=phase.learning_rate, trained_layers=trained,
-                   trainable_parameters=trainable, adversarial=options)
+                   trainable_parameters=trainable, adversarial=mix)
     return metrics
+
+
+def _best_training_model(run_dir: pathlib.Path) -> pathlib.Path:
+    # A run folder written before phases/best.keras existed keeps its best weights in model.keras alone.
+    best = run_dir / BEST_TRAINING_MODEL
+    return best if best.exists() else run_dir / "model.keras"
 
 
 def _write_history(run_dir: pathlib.Path, finished: dict) -> pathlib.Path:
@@ -214,7 +227,7 @@ def train_phases(config, run_dir, *, resume: bool = False, extra_callbacks: tupl
     if finished:
         # The best weights of the last finished phase; a phase interrupted after its first epoch then
         # restores its own later weights from its backup.
-        base.load_weights(run_dir / "model.keras")
+        base.load_weights(_best_training_model(run_dir))
     datasets = run_setup.make_datasets(config.recipe, *splits, config.seed)
 
     for number, phase in selected:
@@ -224,7 +237,7 @@ def train_phases(config, run_dir, *, resume: bool = False, extra_callbacks: tupl
                                             extra_callbacks, resume)
         finished = dict(sorted(finished.items(), key=lambda item: item[1]["phase"]))
         write_json(progress_path, {"finished": finished})
-        base.load_weights(run_dir / "model.keras")  # the next phase starts from this phase's best
+        base.load_weights(_best_training_model(run_dir))  # the next phase starts from this phase's best
     backup_root = run_dir / "backup"
     if backup_root.is_dir() and not any(backup_root.iterdir()):
         backup_root.rmdir()

@@ -31,7 +31,7 @@ import keras
 import tensorflow as tf
 
 from common import checks
-from training.parts import register_part
+from training.parts import LossTerm, register_part
 
 BLOCK_OUTPUT_SUFFIX = "_out"
 # Lassance et al.'s reference code trains on batches of 100; σ is rescaled to that batch (module docstring).
@@ -89,7 +89,7 @@ def batch_rescaled(sigma, batch, power: int):
 
 
 @register_part("loss", "laplacian_smoothness")
-class LaplacianSmoothness:
+class LaplacianSmoothness(LossTerm):
     """γᵐ · mean_l |σ_{l+1} − σ_l| over the chosen layers on the clean view, σ on the scale of a batch of
     100 (see the module docstring).
 
@@ -97,7 +97,10 @@ class LaplacianSmoothness:
     power: m, the Laplacian's power (a positive integer).
     k: keep the k most similar neighbours per image; None keeps the full graph.
     layers: layer names; empty means every block output (``*_out``), resolved by ``bind(model)``.
+    It asks for the "clean" view only: the clean images no transform replaced.
     """
+
+    views = ("clean",)
 
     def __init__(self, gamma: float, power: int = 2, k: int | None = None, layers=()):
         self.gamma = checks.positive_real("gamma", gamma)

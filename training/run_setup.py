@@ -1,10 +1,14 @@
 """What a training run is made of: its config, data, model, optimizer, parts, callbacks and final metrics.
 
-Single-phase training (training.trainer) and multi-phase training (training.phases) both assemble a
-run from these pieces and fit it with ``training.fit.fit_into_run``.
+Single-phase training (training.trainer), multi-phase training (training.phases) and tuner trials
+(training.tuning) all assemble a run with ``assemble`` (the model from the config's builder options,
+the parts from its part specs, the compiled wrapper) and take its callbacks from ``run_callbacks``;
+the first two fit it with ``training.fit.fit_into_run``. Every way of training lives in the config as
+builder options (``model_options``) or part specs (``parts``): the config has no field of its own.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import pathlib
@@ -15,11 +19,12 @@ import data
 import models
 from data.pipeline import make_dataset
 from common.run_folder import read_history, write_json
-from training import callbacks as run_callbacks
+from training import callbacks as fit_callbacks
 from training.distribute import is_chief, make_strategy
+from training.parts import RunContext, make_parts
 from training.recipes import Recipe, get_recipe
+from training.wrapper import wrap
 
-GUARD_IMAGES = 256
 OPTIMIZERS = ("adam", "adamw", "rmsprop", "adadelta", "sgd", "nadam")
 
 
@@ -37,10 +42,8 @@ class TrainConfig:
     jit_compile: bool = False
     strategy: str = "default"
     tensorboard: bool = False
-    adversarial: dict | None = None  # training.adversarial.AdversarialConfig fields
-    parts: list = dataclasses.field(default_factory=list)  # further part specs: {"kind", "name", **options}
+    parts: list = dataclasses.field(default_factory=list)  # part specs: {"kind", "name", **options}
     model_options: dict = dataclasses.field(default_factory=dict)  # builder options, e.g. weights, norm_layer
-    save_bn: str = "main"  # with dual BN, "adv" also writes model-adv-bn.keras (the auxiliary statistics)
     phases: str | None = None  # which phases of a multi-phase recipe to run, e.g. "2-4" (None: all)
     verbose: int | str = "auto"
     command: str = ""
@@ -53,7 +56,7 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, payload: dict) -> "TrainConfig":
         fields = {f.name for f in dataclasses.fields(cls)}
-        payload = {key: value for key, value in payload.items() if key in fields}
+        payload = {key: value for key, value in upgrade_config(payload).items() if key in fields}
         recipe = payload.pop("recipe", None)
         if not isinstance(recipe, dict):
             raise ValueError(f"the run's config has no recipe object. Received: recipe={recipe!r}")
@@ -69,6 +72,22 @@ class TrainConfig:
         if self.image_size:
             return self.image_size
         return self.recipe.image_size if self.dataset == "tiny-imagenet" else None
+
+
+def upgrade_config(payload: dict) -> dict:
+    """A config.json of an earlier run in today's terms: its "adversarial" options become the attack mix's
+    (and logit pairing's) part specs, its "save_bn": "adv" the part that saves model-adv-bn.keras."""
+    payload = dict(payload)
+    adversarial, save_bn = payload.pop("adversarial", None), payload.pop("save_bn", "main")
+    parts = list(payload.get("parts") or [])
+    if adversarial:
+        from training.adversarial import adversarial_parts
+
+        parts = [*adversarial_parts(adversarial), *parts]
+    if save_bn == "adv":
+        parts.append({"kind": "hook", "name": "auxiliary_bn_model"})
+    payload["parts"] = parts
+    return payload
 
 
 def default_config(model: str, **changes) -> TrainConfig:
@@ -125,38 +144,12 @@ def _schedule_callbacks(recipe: Recipe) -> list:
         result.append(keras.callbacks.LearningRateScheduler(
             StepDecay(recipe.learning_rate, recipe.step_decay_epochs, recipe.step_decay_factor)))
     if recipe.early_stopping_patience > 0:
-        result.append(run_callbacks.ResumableEarlyStopping(
+        result.append(fit_callbacks.ResumableEarlyStopping(
             "val_accuracy", mode="max", patience=recipe.early_stopping_patience))
     if recipe.reduce_lr_factor < 1.0:
-        result.append(run_callbacks.ResumableReduceLROnPlateau(
+        result.append(fit_callbacks.ResumableReduceLROnPlateau(
             "val_accuracy", mode="max", factor=recipe.reduce_lr_factor, patience=recipe.reduce_lr_patience))
     return result
-
-
-def part_specs(adversarial: dict | None, parts=()) -> list[dict]:
-    """Every part a fit trains with: the attack mix (and logit pairing) of ``adversarial``, then ``parts``."""
-    from training.adversarial import adversarial_parts
-
-    return [*(adversarial_parts(adversarial) if adversarial else []), *parts]
-
-
-def training_callbacks(adversarial: dict | None, val_split: data.Split, model_options: dict | None = None) -> list:
-    """Callbacks the way of training needs: the Parseval deviation log for a Parseval network, and for fast
-    AT the guard against catastrophic overfitting."""
-    from training.adversarial import AdversarialConfig, CatastrophicOverfittingGuard
-
-    callbacks = []
-    constraint = (model_options or {}).get("conv_constraint")
-    if isinstance(constraint, dict) and constraint.get("class_name", "").endswith("ParsevalConstraint"):
-        callbacks.append(run_callbacks.ParsevalDeviation())
-    if not adversarial or "fast" not in AdversarialConfig(**adversarial).attacks:
-        return callbacks
-    adversarial = AdversarialConfig(**adversarial)
-    # A fixed held-out batch: PGD accuracy on it collapses within an epoch when fast AT overfits.
-    held_out = slice(0, min(GUARD_IMAGES, len(val_split)))
-    return [*callbacks, CatastrophicOverfittingGuard(
-        val_split.images[held_out].astype("float32") / 255.0, val_split.labels[held_out],
-        eps=adversarial.eps, step_size=adversarial.eps / 4, steps=10, seed=adversarial.seed)]
 
 
 def start(config: TrainConfig):
@@ -185,29 +178,51 @@ def build_model(config: TrainConfig, train_split: data.Split) -> keras.Model:
 
 def check_parts(config: TrainConfig) -> None:
     """Build every part the config names once, so a bad option fails before any data is read."""
-    from training.parts import make_parts
-
-    make_parts(part_specs(config.adversarial, config.parts))
+    make_parts(config.parts)
 
 
-def part_callbacks(parts: dict, run_dir: pathlib.Path) -> list:
-    """Callbacks the parts bring (a part may define ``callbacks(run_dir)``: a monitor's CSV writer)."""
-    return [callback for kind in parts.values() for part in kind if hasattr(part, "callbacks")
-            for callback in part.callbacks(run_dir)]
+@dataclasses.dataclass
+class Assembly:
+    """A run's pieces: the base model (what is saved), its parts, and the compiled wrapper that trains."""
+
+    base: keras.Model
+    parts: dict
+    model: keras.Model
 
 
-def checkpoints(config: TrainConfig, base: keras.Model, prefix: str = "model") -> list:
-    """model.keras (with dual BN: a plain model with the main statistics), and with ``save_bn="adv"``
-    model-adv-bn.keras with the auxiliary ones, both saved when val accuracy improves."""
-    from models.routes import has_routes, to_single_bn
+def assemble(config: TrainConfig, train_split: data.Split, *, base: keras.Model | None = None, parts=None,
+             recipe: Recipe | None = None, strategy=None) -> Assembly:
+    """Build ``config``'s model (unless ``base`` is given) and parts (``parts``: other specs than the config's),
+    wrap and compile them with ``recipe`` (default: the config's), inside ``strategy``'s scope if given."""
+    with strategy.scope() if strategy is not None else contextlib.nullcontext():
+        base = base if base is not None else build_model(config, train_split)
+        built = make_parts(config.parts if parts is None else parts)
+        model = wrap(base, built)
+        compile_for_training(model, recipe or config.recipe, config.jit_compile)
+    return Assembly(base, built, model)
+
+
+def run_callbacks(config: TrainConfig, assembly: Assembly, run: RunContext) -> list:
+    """The callbacks the way of training brings: the Parseval deviation log for a Parseval network, then every
+    part's own (the attack mix's overfitting guard, a monitor's writer)."""
+    from models.parseval import ParsevalConstraint
+
+    callbacks = []
+    if isinstance(builder_options(config).get("conv_constraint"), ParsevalConstraint):
+        callbacks.append(fit_callbacks.ParsevalDeviation())
+    return [*callbacks, *(callback for kind in assembly.parts.values() for part in kind
+                          for callback in part.callbacks(run))]
+
+
+def checkpoints(assembly: Assembly, prefix: str = "model") -> list:
+    """model.keras, a plain Keras model (``models.plain``: no constraint, one set of BN statistics), saved when
+    val accuracy improves, and whatever further model files the parts save."""
+    from models.plain import plain_model
     from training.fit import Checkpoint
 
-    if not has_routes(base):
-        return [Checkpoint(base, f"{prefix}.keras")]
-    saved = [Checkpoint(base, f"{prefix}.keras", export=lambda model: to_single_bn(model, "main"))]
-    if config.save_bn == "adv":
-        saved.append(Checkpoint(base, f"{prefix}-adv-bn.keras", export=lambda model: to_single_bn(model, "auxiliary")))
-    return saved
+    return [Checkpoint(assembly.base, f"{prefix}.keras", export=plain_model),
+            *(checkpoint for kind in assembly.parts.values() for part in kind
+              for checkpoint in part.checkpoints(assembly.base))]
 
 
 def open_run_dir(config: TrainConfig, run_dir: pathlib.Path, strategy, train_split: data.Split,

@@ -14,15 +14,15 @@ import pathlib
 import tensorflow as tf
 
 from common.checks import non_negative_int, real_in_range
-from training.parts import View, register_part
+from training.parts import InputTransform, View, register_part
 
 
 @register_part("transform", "synthetic")
-class SyntheticImages:
+class SyntheticImages(InputTransform):
     """Replaces ``fraction`` of each batch by generated images of uniformly drawn classes."""
 
     def __init__(self, run_dir: str, fraction: float, seed: int = 0):
-        from common.run_loader import load_model
+        from loading.run_loader import load_model
 
         self.run_dir = pathlib.Path(run_dir)
         self.fraction = real_in_range("fraction", fraction, 0.0, 1.0)

@@ -2,9 +2,9 @@
 
 run folder: config.json, model.keras (best by val accuracy), history.csv, metrics.json,
 curves.png, fit.json, and backup/ while a run is unfinished (what ``--resume`` continues from).
-The training parts (attack mix, loss terms, hooks) come from ``config.adversarial`` and
-``config.parts``; the fit itself is ``training.fit.fit_into_run``; multi-phase recipes go to
-``training.phases``.
+The model and its training parts (attack mix, loss terms, hooks) come from ``run_setup.assemble``
+(the config's builder options and part specs); the fit itself is ``training.fit.fit_into_run``;
+multi-phase recipes go to ``training.phases``.
 """
 from __future__ import annotations
 
@@ -15,11 +15,10 @@ import pathlib
 from common.run_folder import hold_run_folder
 from training import phases, run_setup
 from training.fit import fit_into_run
-from training.parts import make_parts
+from training.parts import RunContext
 # The pieces of a run, re-exported: most callers know them as trainer.X.
 from training.run_setup import (OPTIMIZERS, TrainConfig, accuracy_metrics, check_parts,  # noqa: F401
                                 compile_for_training, default_config, final_metrics, load_splits, make_datasets)
-from training.wrapper import wrap
 
 
 def train(config: run_setup.TrainConfig, run_dir: str | pathlib.Path, *, resume: bool = False,
@@ -51,29 +50,25 @@ def check_against_model(config: run_setup.TrainConfig, base, parts: dict) -> Non
         raise ValueError(f"--dual-bn/--advprop: {config.model} has no normalization layer to split into two sets "
                          "of statistics; choose a model with BatchNorm")
     for part in (part for kind in parts.values() for part in kind):
-        if hasattr(part, "check_model"):
-            part.check_model(base)
+        part.check_model(base)
 
 
 def _train(config, run_dir: pathlib.Path, *, resume, extra_callbacks, splits, plot_title) -> pathlib.Path:
     recipe = config.recipe
     strategy = run_setup.start(config)
     train_split, val_split = splits or run_setup.load_splits(config)
-    with strategy.scope():
-        base = run_setup.build_model(config, train_split)
-        parts = make_parts(run_setup.part_specs(config.adversarial, config.parts))
-        model = wrap(base, parts)
-        run_setup.compile_for_training(model, recipe, config.jit_compile)
-    check_against_model(config, base, parts)
+    assembly = run_setup.assemble(config, train_split, strategy=strategy)
+    check_against_model(config, assembly.base, assembly.parts)
     run_dir = run_setup.open_run_dir(config, run_dir, strategy, train_split, resume)
     train_data, val_data, steps = run_setup.make_datasets(recipe, train_split, val_split, config.seed)
-    callbacks = [*run_setup.training_callbacks(config.adversarial, val_split, config.model_options),
-                 *run_setup.part_callbacks(parts, run_dir),
+    callbacks = [*run_setup.run_callbacks(config, assembly, RunContext(run_dir, val_split, config.seed)),
                  *run_setup.schedule_callbacks(config, recipe, extra_callbacks, run_dir / "tensorboard")]
-    def finish(rows):
-        return run_setup.final_metrics(run_dir, val_data, base.count_params())
 
-    fit_into_run(model, run_dir, train_data, epochs=recipe.epochs, steps_per_epoch=steps, validation_data=val_data,
-                 checkpoints=run_setup.checkpoints(config, base), callbacks=callbacks, resume=resume,
+    def finish(rows):
+        return run_setup.final_metrics(run_dir, val_data, assembly.base.count_params())
+
+    fit_into_run(assembly.model, run_dir, train_data, epochs=recipe.epochs, steps_per_epoch=steps,
+                 validation_data=val_data, checkpoints=run_setup.checkpoints(assembly), callbacks=callbacks,
+                 resume=resume,
                  verbose=config.verbose, finish=finish, plot_title=plot_title or f"{config.model} on {config.dataset}")
     return run_dir

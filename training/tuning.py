@@ -5,7 +5,14 @@ Two search spaces, both on top of the model's recipe (`training.recipes.get_reci
 - ``optimizer``: the optimizer (a choice) and its learning rate (log-uniform between two bounds),
   the CS182 study on BravoNet v3;
 - ``augment``: the augmentation policy (none, A, B, C) and, when an attack mix is given, the
-  adversarial training eps (1, 2, 4 or 8 / 255), trained with `training.adversarial.AdversarialModel`.
+  adversarial training eps (1, 2, 4 or 8 / 255).
+
+A trial is assembled like a training run (`training.run_setup.assemble`): the model with the
+search's builder options (``model_options``: Parseval, dual BN), its parts (``parts``: smoothness,
+monitors; ``adversarial``: the attack mix), the callbacks they bring, so every way of training
+train.py knows can be searched. Each trial's epochs are written to
+``keras_tuner/trial_<id>/history.csv``. With an adversary the objective is PGD-10 accuracy
+(``val_robust_accuracy``), the attack looked up in the attack registry.
 
 Every trial starts clean: `CleanTrials.run_trial` clears the Keras session and seeds every
 generator with ``seed + trial index`` before the model is built, and each trial gets a new model,
@@ -30,9 +37,11 @@ import keras_tuner
 
 import data
 import models
-from augment.robust_accuracy import accuracy, pgd_attack
-from common.checks import eps_label
-from training import recipes, trainer
+from models.registry import check_options
+from attacks.accuracy import accuracy
+from training import recipes, run_setup, trainer
+from training.parts import RunContext
+from training.tuning_table import best_fields, trial_rows, trial_table
 from common.run_folder import read_json, write_json, write_text
 
 SEARCHES = ("optimizer", "augment")
@@ -60,8 +69,11 @@ class SearchSettings:
     optimizers: tuple = ("adam", "rmsprop", "adadelta", "sgd")
     lr_min: float = 1e-4
     lr_max: float = 1e-2
-    adv: str | None = None  # an attack mix for AdversarialConfig, only with search="augment"
+    adv: str | None = None  # an attack mix for AdversarialConfig; the augment search also tunes its eps
     adv_fraction: float = 0.5
+    adversarial: dict | None = None  # every AdversarialConfig field (train.py's flags); default: adv, adv_fraction
+    parts: tuple = ()  # further part specs, as in a run's config
+    model_options: dict = dataclasses.field(default_factory=dict)  # builder options (JSON-friendly)
     eval_eps: float = 8 / 255  # the PGD radius of the objective when adv is set
     trials: int = 20
     epochs: int = 5
@@ -88,36 +100,46 @@ class SearchSettings:
         for name, value in (("trials", self.trials), ("epochs", self.epochs), ("batch_size", self.batch_size)):
             if value is not None and value < 1:
                 raise ValueError(f"`{name}` must be >= 1. Received: {name}={value}")
-        if self.adv is not None:
-            if self.search != "augment":
-                raise ValueError("--adv tunes eps, which only the augment search does. "
-                                 f"Received: search={self.search!r}")
-            self.adversarial_config(EPS_CHOICES[-1], seed=0)  # a bad mix or fraction fails here
+        if self.adversarial_options() is not None:
+            self.part_specs(EPS_CHOICES[-1] if self.search == "augment" else None, seed=0)  # a bad mix fails here
             if not 0 < self.eval_eps <= 1:
                 raise ValueError(f"`eval_eps` must be in (0, 1]. Received: eval_eps={self.eval_eps}")
+        check_options(self.model, self.model_options)
+        trainer.check_parts(self.train_config())  # a bad part option fails before any data is read
 
     @property
     def objective(self) -> str:
         # Ranked by clean accuracy, adversarial training would always pick the smallest eps.
-        return "val_robust_accuracy" if self.adv else "val_accuracy"
+        return "val_robust_accuracy" if self.adversarial_options() else "val_accuracy"
 
     def identity(self) -> dict:
         payload = dataclasses.asdict(self)
         payload.pop("trials")
-        payload["optimizers"] = list(self.optimizers)
+        payload["optimizers"], payload["parts"] = list(self.optimizers), list(self.parts)
         return payload
+
+    def adversarial_options(self) -> dict | None:
+        if self.adversarial is not None:
+            return dict(self.adversarial)
+        return {"attacks": self.adv, "fraction": self.adv_fraction} if self.adv else None
+
+    def part_specs(self, eps: float | None, seed: int) -> list[dict]:
+        """A trial's parts: the attack mix (at ``eps`` when the search tunes it) and the search's other parts."""
+        from training.adversarial import adversarial_parts
+
+        options = self.adversarial_options()
+        if options is None:
+            return list(self.parts)
+        options = {**options, "seed": seed, **({"eps": eps} if eps is not None else {})}
+        return [*adversarial_parts(options), *self.parts]
 
     def train_config(self) -> trainer.TrainConfig:
         return trainer.default_config(self.model, dataset=self.dataset, data=self.data, classes=self.classes,
-                                      per_class=self.per_class, image_size=self.image_size, seed=self.seed)
+                                      per_class=self.per_class, image_size=self.image_size, seed=self.seed,
+                                      parts=self.part_specs(None, self.seed), model_options=dict(self.model_options))
 
     def recipe(self) -> recipes.Recipe:
         return recipes.override(recipes.get_recipe(self.model, self.dataset), batch_size=self.batch_size)
-
-    def adversarial_config(self, eps: float, seed: int):
-        from training.adversarial import AdversarialConfig
-
-        return AdversarialConfig(attacks=self.adv, fraction=self.adv_fraction, eps=eps, seed=seed)
 
 
 class RobustAccuracy(keras.callbacks.Callback):
@@ -127,11 +149,12 @@ class RobustAccuracy(keras.callbacks.Callback):
     def __init__(self, images, labels, eps: float, steps: int = 10):
         super().__init__()
         self.images, self.labels = images.astype("float32") / 255.0, labels
-        self.attack = pgd_attack(eps, steps=steps, seed=0)
+        self.eps, self.steps = eps, steps
 
     def on_epoch_end(self, epoch, logs=None):
         # One batch, one random start: every trial is attacked alike.
-        robust = accuracy(self.model, self.images, self.labels, self.attack, batch_size=len(self.images))
+        robust = accuracy(self.model, self.images, self.labels, "pgd", batch_size=len(self.images), seed=0,
+                          eps=self.eps, steps=self.steps)
         if logs is not None:
             logs["val_robust_accuracy"] = robust
 
@@ -146,11 +169,13 @@ class ZooHyperModel(keras_tuner.HyperModel):
         super().__init__(name=settings.model)
         self.settings = settings
         self.base_recipe = settings.recipe()
-        self.num_classes, self.input_shape = None, None  # set by `use_data`
+        self.train_split = None  # set by `use_data`
         self.trial_seed = settings.seed
+        self.trial_dir: pathlib.Path | None = None  # set by CleanTrials.run_trial
+        self.assembly = None  # the trial's model and parts, made by `build`
 
     def use_data(self, train_split: data.Split) -> None:
-        self.num_classes, self.input_shape = train_split.num_classes, train_split.image_shape
+        self.train_split = train_split
 
     def begin_trial(self, index: int) -> None:
         """A clean Keras state and seeds for trial ``index``: see the module docstring."""
@@ -165,7 +190,7 @@ class ZooHyperModel(keras_tuner.HyperModel):
             return {"optimizer": hp.Choice("optimizer", list(settings.optimizers)),
                     "learning_rate": hp.Float("learning_rate", settings.lr_min, settings.lr_max, sampling="log")}
         values = {"augment": hp.Choice("augment", list(POLICIES))}
-        if settings.adv:
+        if settings.adversarial_options():
             values["eps"] = hp.Choice("eps", list(EPS_CHOICES), ordered=True)
         return values
 
@@ -175,31 +200,35 @@ class ZooHyperModel(keras_tuner.HyperModel):
     def trial_recipe(self, values: dict) -> recipes.Recipe:
         return recipes.override(self.base_recipe, **{key: value for key, value in values.items() if key != "eps"})
 
+    def trial_config(self, values: dict) -> trainer.TrainConfig:
+        """The trial as a run's config: the search's model options and parts, the trial's recipe and seed."""
+        return dataclasses.replace(self.settings.train_config(), recipe=self.trial_recipe(values), seed=self.trial_seed,
+                                   parts=self.settings.part_specs(values.get("eps"), self.trial_seed))
+
     def build(self, hp):
-        if self.input_shape is None:
+        if self.train_split is None:
             raise RuntimeError("ZooHyperModel.use_data must be called before a model is built")
-        values = self.values(hp)
         # Keras Tuner clears the session again between run_trial and build, which forgets Keras'
         # seed; seeding here too makes the weights depend on the trial's seed alone.
         keras.utils.set_random_seed(self.trial_seed)
-        base = models.build(self.settings.model, num_classes=self.num_classes, input_shape=self.input_shape)
-        model = base
-        if self.settings.adv:
-            from training.adversarial import AdversarialModel
-
-            model = AdversarialModel(base, self.settings.adversarial_config(values["eps"], self.trial_seed))
-            model.build((None, *self.input_shape))
-        trainer.compile_for_training(model, self.trial_recipe(values))
-        return model
+        self.assembly = run_setup.assemble(self.trial_config(self.values(hp)), self.train_split)
+        return self.assembly.model
 
     def fit(self, hp, model, train_split, val_split, *, callbacks=(), **kwargs):
         recipe = self.trial_recipe(self.values(hp))
         train_data, val_data, steps = trainer.make_datasets(recipe, train_split, val_split, self.trial_seed)
+        config = self.trial_config(self.values(hp))
         extra = []
-        if self.settings.adv:
+        if self.settings.adversarial_options():
             held_out = slice(0, min(ROBUST_IMAGES, len(val_split)))
             extra.append(RobustAccuracy(val_split.images[held_out], val_split.labels[held_out],
                                         self.settings.eval_eps))
+        if self.assembly is not None and self.assembly.model is model:
+            extra += run_setup.run_callbacks(config, self.assembly, RunContext(self.trial_dir, val_split,
+                                                                               self.trial_seed))
+        if self.trial_dir is not None:  # last of ours, so it logs what the callbacks before it added
+            self.trial_dir.mkdir(parents=True, exist_ok=True)
+            extra.append(keras.callbacks.CSVLogger(str(self.trial_dir / "history.csv")))
         # A trial trains at a constant learning rate: the recipe's plateau schedule and early
         # stopping need more epochs than a trial has, and would blur the comparison.
         kwargs["shuffle"] = False  # the dataset shuffles itself
@@ -214,6 +243,7 @@ class CleanTrials:
 
     def run_trial(self, trial, *args, **kwargs):
         self.hypermodel.begin_trial(int(trial.trial_id))
+        self.hypermodel.trial_dir = pathlib.Path(self.get_trial_dir(trial.trial_id))
         started = time.perf_counter()
         histories = super().run_trial(trial, *args, **kwargs)
         seconds = time.perf_counter() - started
@@ -266,7 +296,9 @@ def prepare_directory(settings: SearchSettings, directory: pathlib.Path, overwri
         shutil.rmtree(directory / PROJECT_NAME, ignore_errors=True)
     saved_path = directory / "search.json"
     if saved_path.exists():
-        saved = read_json(saved_path)
+        # A search saved before a setting existed ran with its default.
+        defaults = SearchSettings(settings.model).identity()
+        saved = {**defaults, **read_json(saved_path)}
         changed = [f"{key}: {saved.get(key)!r} -> {value!r}" for key, value in settings.identity().items()
                    if saved.get(key) != value]
         if changed:
@@ -315,77 +347,3 @@ def run_search(settings: SearchSettings, directory=None, *, overwrite: bool = Fa
     if best is not None:
         write_json(directory / "best.json", best)
     return SearchOutcome(directory, tuner.trials_run, rows, best, markdown)
-
-
-def best_fields(settings: SearchSettings, values: dict) -> dict:
-    """The best trial as the recipe (and adversarial) fields ``train.py --hparams`` reads."""
-    if settings.search == "optimizer":
-        return {"optimizer": values["optimizer"], "learning_rate": float(values["learning_rate"])}
-    best = {"augment": values["augment"]}
-    if settings.adv:
-        best.update(adv=settings.adv, adv_fraction=settings.adv_fraction, eps=float(values["eps"]))
-    return best
-
-
-def _columns(settings: SearchSettings) -> list[tuple[str, str]]:
-    """(row key, column title) pairs of the table."""
-    if settings.search == "optimizer":
-        columns = [("optimizer", "optimizer"), ("learning_rate", "learning rate")]
-    else:
-        columns = [("augment", "augment")] + ([("eps", "eps")] if settings.adv else [])
-    if settings.tuner == "hyperband":
-        columns.append(("epochs", "epochs"))
-    columns.append(("val_accuracy", "val accuracy"))
-    if settings.adv:
-        columns.append(("val_robust_accuracy", f"PGD-10 accuracy at {eps_label(settings.eval_eps)}"))
-    return [("trial", "trial")] + columns + [("seconds", "seconds")]
-
-
-def trial_rows(oracle, settings: SearchSettings) -> list[dict]:
-    rows = []
-    for trial_id in sorted(oracle.trials, key=int):  # ids widen as --trials grows
-        trial = oracle.trials[trial_id]
-        values = trial.hyperparameters.values
-        fields = best_fields(settings, values)
-        row = {"trial": trial_id, "status": trial.status,
-               **{key: value for key, value in fields.items() if key not in ("adv", "adv_fraction")}}
-        if "tuner/epochs" in values:
-            row["epochs"] = values["tuner/epochs"]
-        for name in ("val_accuracy", "val_robust_accuracy", "seconds"):
-            if trial.metrics.exists(name):
-                row[name] = float(trial.metrics.get_last_value(name))
-        rows.append(row)
-    return rows
-
-
-_FORMATS = {"learning_rate": "{:.2e}".format, "eps": eps_label, "seconds": "{:.1f}".format,
-            "val_accuracy": "{:.4f}".format, "val_robust_accuracy": "{:.4f}".format}
-
-
-def _cell(key: str, row: dict) -> str:
-    value = row.get(key)
-    if value is None:  # a trial that failed or is still running
-        return row["status"].lower() if key in ("val_accuracy", "seconds") else ""
-    return _FORMATS.get(key, str)(value)
-
-
-def trial_table(settings: SearchSettings, rows: list[dict], best_id: str | None, command: str = "") -> str:
-    """The trials as Markdown, best trial in bold, with what produced them."""
-    columns = _columns(settings)
-    budget = "Hyperband" if settings.tuner == "hyperband" else f"{settings.tuner}, {settings.trials} trials"
-    where = settings.dataset + (f", {settings.classes} classes" if settings.classes else "") + (
-        f", {settings.per_class}/class" if settings.per_class else "")
-    epochs = ("at most " if settings.tuner == "hyperband" else "") + f"{settings.epochs} epoch" + (
-        "s" if settings.epochs > 1 else "")
-    lines = [f"{settings.model} on {where}: {settings.search} search ({budget}, {epochs} each, "
-             f"objective {settings.objective})", ""]
-    if command:
-        lines += [f"    {command}", ""]
-    lines.append("| " + " | ".join(title for _, title in columns) + " |")
-    lines.append("|" + " --- |" * len(columns))
-    for row in rows:
-        cells = [_cell(key, row) for key, _ in columns]
-        if row["trial"] == best_id:
-            cells = [f"**{cell}**" if cell else cell for cell in cells]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"

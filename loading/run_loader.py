@@ -1,7 +1,7 @@
 """Load a run: its config, its model, and the data split it was trained on.
 
-The one module of the bottom layer that reaches up: it imports ``models`` (whose import registers
-the zoo's custom layers, so ``.keras`` files load with ``safe_mode=True``) and ``data`` at call
+It sits above ``models`` and ``data``: it imports ``models`` (whose import registers the zoo's custom
+layers, so a ``.keras`` file with one of them loads with ``safe_mode=True``) and ``data`` at call
 time. Every path in a run's config is untrusted input: it only ever reaches data readers that
 parse image and array files, never an unpickler of arbitrary objects; every field goes through
 ``common.run_config`` first, and the model must predict the classes the config names.

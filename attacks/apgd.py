@@ -1,4 +1,4 @@
-"""Auto-PGD: the gradient attacks of AutoAttack (TensorFlow backend), in `augment.attacks`' conventions.
+"""Auto-PGD: the gradient attacks of AutoAttack (TensorFlow backend), in the conventions of `attacks.core`.
 
 Images are float32 NHWC in [0, 1]; the model returns logits and runs with `training=False`; losses are
 computed from float32 logits; the attack loop is one `tf.function` cached per model (`attacks._runner`),
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from augment.attacks import (_NORMS, _TINY, _check_model, _float_logits, _images, _integer, _labels, _norm,
+from attacks.core import (_NORMS, _TINY, _check_model, _float_logits, _images, _integer, _labels, _norm,
                              _per_image, _project, _random_start, _real, _runner, _seed)
 
 __all__ = ["apgd", "apgd_targeted", "checkpoints", "dlr_loss", "targeted_dlr_loss"]

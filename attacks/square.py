@@ -2,7 +2,7 @@
 
 It queries only the model's outputs on images inside the eps-ball and [0, 1], so a model that hides
 its gradient (masking, obfuscation) is still attacked at full strength; AutoAttack runs it last.
-Conventions as in `augment.attacks`: float32 NHWC images in [0, 1], logits, `training=False`.
+Conventions as in `attacks.core`: float32 NHWC images in [0, 1], logits, `training=False`.
 """
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import math
 
 import tensorflow as tf
 
-from augment.attacks import _NORMS, _check_model, _images, _integer, _labels, _real, _runner, _seed
+from attacks.core import _NORMS, _check_model, _images, _integer, _labels, _real, _runner, _seed
 
 __all__ = ["square", "square_fraction"]
 

@@ -1,0 +1,1 @@
+"""Loading a run folder: its config, its model and its data split (above models/ and data/)."""
