@@ -1,5 +1,6 @@
-"""Helpers shared by test modules: a script's exit status in-process; a real train.py started, killed at a chosen
-moment, and resumed."""
+"""Helpers shared by test modules: a toy problem and a small model for training-core tests, a callback that
+crashes a fit, a script's exit status in-process, and a real train.py started, killed at a chosen moment, and
+resumed."""
 from __future__ import annotations
 
 import json
@@ -10,6 +11,8 @@ import subprocess
 import sys
 import time
 
+import keras
+import numpy as np
 import pytest
 
 from common.run_folder import read_history
@@ -20,6 +23,66 @@ EPOCHS = 3
 TRAIN = ["cis680_allconv", "--dataset", "digits", "--epochs", str(EPOCHS), "--batch-size", "8",
          "--learning-rate", "3e-3", "--quiet"]
 ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+
+
+# Models that take seconds to build on a 2-core CPU: tests parametrised over the registry check them in the
+# slow tier.
+SLOW_MODELS = {"resnet34", "resnet50", "resnet101", "resnet152", "convengers", "resnet101_transfer",
+               "inception_v3_transfer", "vgg19_transfer"}
+
+
+def slow_marked(names):
+    """``names`` as pytest parameters, the SLOW_MODELS among them marked slow."""
+    return [pytest.param(name, marks=pytest.mark.slow) if name in SLOW_MODELS else name for name in names]
+
+
+# The toy problem of the training-core tests: 4x4x3 images, two classes.
+SHAPE = (4, 4, 3)
+
+
+def toy_data(count=64, seed=0):
+    """Two classes whose pixels sit around 0.35 and 0.65: float32 (count, 4, 4, 3), separable with margin at
+    eps = 0.1; int32 labels."""
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 2, count).astype("int32")
+    x = rng.uniform(-0.1, 0.1, (count, *SHAPE)) + np.where(y == 1, 0.65, 0.35)[:, None, None, None]
+    return x.astype("float32"), y
+
+
+def small_model(norm_layer=None, activation=None, seed=0):
+    """A seeded conv + dense classifier for SHAPE, two logits; ``norm_layer(name=...)`` after the conv if given."""
+    inputs = keras.Input(SHAPE, name="images")
+    hidden = keras.layers.Conv2D(4, 3, activation=activation, name="conv",
+                                 kernel_initializer=keras.initializers.HeNormal(seed=seed))(inputs)
+    if norm_layer is not None:
+        hidden = norm_layer(name="norm")(hidden)
+    hidden = keras.layers.Flatten(name="flatten")(hidden)
+    logits = keras.layers.Dense(2, name="logits", kernel_initializer=keras.initializers.GlorotNormal(seed=seed))(hidden)
+    return keras.Model(inputs, logits, name="small")
+
+
+def compiled(model, learning_rate=0.05, optimizer=keras.optimizers.SGD):
+    """``model`` compiled for integer labels and logits, with accuracy."""
+    model.compile(optimizer=optimizer(learning_rate), metrics=["accuracy"],
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    return model
+
+
+class CrashAfter(keras.callbacks.Callback):
+    """Simulates a crash: raises ``error`` at the end of epoch ``epoch`` (0-based), before it is recorded, or at
+    the beginning of that epoch with ``at="begin"``."""
+
+    def __init__(self, epoch, error=RuntimeError("simulated crash"), at="end"):
+        super().__init__()
+        self.epoch, self.error, self.at = epoch, error, at
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if self.at == "begin" and epoch == self.epoch:
+            raise self.error
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.at == "end" and epoch == self.epoch:
+            raise self.error
 
 
 def cli_status(script, argv: list) -> int:

@@ -12,33 +12,15 @@ import pytest
 
 from attacks import core as attacks
 from training.adversarial import AdversarialConfig, AdversarialModel, CatastrophicOverfittingGuard, parse_attack_mix
+from tests.helpers import compiled, small_model, toy_data
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SHAPE = (4, 4, 3)
 
 
-def toy_problem(count=256, seed=0):
-    """Two classes whose pixels sit around 0.35 and 0.65: separable with margin at eps=0.1."""
-    rng = np.random.default_rng(seed)
-    y = rng.integers(0, 2, count).astype("int32")
-    x = rng.uniform(-0.1, 0.1, (count, *SHAPE)) + np.where(y == 1, 0.65, 0.35)[:, None, None, None]
-    return x.astype("float32"), y
-
-
-def small_model(seed=0):
-    inputs = keras.Input(SHAPE, name="images")
-    hidden = keras.layers.Conv2D(4, 3, activation="relu", name="conv",
-                                 kernel_initializer=keras.initializers.HeNormal(seed=seed))(inputs)
-    hidden = keras.layers.Flatten(name="flatten")(hidden)
-    logits = keras.layers.Dense(2, name="logits", kernel_initializer=keras.initializers.GlorotNormal(seed=seed))(hidden)
-    return keras.Model(inputs, logits, name="small")
-
-
-def compiled(config, learning_rate=0.05, seed=0):
-    model = AdversarialModel(small_model(seed), config)
-    model.compile(optimizer=keras.optimizers.Adam(learning_rate), metrics=["accuracy"],
-                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-    return model
+def adversarial_model(config, learning_rate=0.05, seed=0):
+    """The toy problem's small ReLU model in the adversarial-training wrapper, compiled with Adam."""
+    return compiled(AdversarialModel(small_model(activation="relu", seed=seed), config), learning_rate,
+                    keras.optimizers.Adam)
 
 
 def adversarial_loss(model, x, y, eps=0.1):
@@ -60,28 +42,31 @@ def test_parse_attack_mix_and_config_validation():
     assert AdversarialConfig(attacks="fgsm:20,pgd:2").schedule() == ("fgsm",) * 10 + ("pgd",)
 
 
+@pytest.mark.slow
 def test_ten_to_one_schedule_picks_the_right_counts():
-    x, y = toy_problem(22 * 8)
-    model = compiled(AdversarialConfig(attacks="fgsm:10,pgd:1", eps=0.05, pgd_steps=2))
+    x, y = toy_data(22 * 8)
+    model = adversarial_model(AdversarialConfig(attacks="fgsm:10,pgd:1", eps=0.05, pgd_steps=2))
     model.fit(x, y, batch_size=8, epochs=1, shuffle=False, verbose=0)
     assert int(model.attack_step.numpy()) == 22
     np.testing.assert_array_equal(model.attack_counts.numpy(), [20, 2])
 
 
 @pytest.mark.parametrize("spec", ["pgd:1", "fgsm:1,fast:1"])
+@pytest.mark.slow
 def test_adversarial_training_lowers_the_adversarial_loss(spec):
-    x, y = toy_problem()
-    model = compiled(AdversarialConfig(attacks=spec, fraction=1.0, eps=0.05, pgd_steps=3))
+    x, y = toy_data(256)
+    model = adversarial_model(AdversarialConfig(attacks=spec, fraction=1.0, eps=0.05, pgd_steps=3))
     before = adversarial_loss(model, x, y, eps=0.05)
     model.fit(x, y, batch_size=32, epochs=4, verbose=0)
     assert adversarial_loss(model, x, y, eps=0.05) < 0.7 * before
 
 
+@pytest.mark.slow
 def test_logit_pairing_adds_a_positive_term():
-    x, y = toy_problem(32)
+    x, y = toy_data(32)
     losses = {}
     for weight in (0.0, 2.0):
-        model = compiled(AdversarialConfig(attacks="fgsm", fraction=0.5, eps=0.1, logit_pairing=weight),
+        model = adversarial_model(AdversarialConfig(attacks="fgsm", fraction=0.5, eps=0.1, logit_pairing=weight),
                          learning_rate=0.0)
         losses[weight] = model.train_on_batch(x, y, return_dict=True)["loss"]
     clean = model(x[:16])
@@ -91,9 +76,10 @@ def test_logit_pairing_adds_a_positive_term():
     np.testing.assert_allclose(losses[2.0] - losses[0.0], expected, rtol=1e-4)
 
 
+@pytest.mark.slow
 def test_noise_training_and_clean_evaluation():
-    x, y = toy_problem(64)
-    model = compiled(AdversarialConfig(attacks="noise", noise_snr_db=20.0, fraction=0.5))
+    x, y = toy_data(64)
+    model = adversarial_model(AdversarialConfig(attacks="noise", noise_snr_db=20.0, fraction=0.5))
     history = model.fit(x, y, batch_size=16, epochs=1, verbose=0, validation_data=(x, y))
     assert np.isfinite(history.history["loss"]).all()
     # test_step is the clean one: it matches evaluating the plain base model.
@@ -102,11 +88,12 @@ def test_noise_training_and_clean_evaluation():
     np.testing.assert_allclose(model.evaluate(x, y, verbose=0)[0], base.evaluate(x, y, verbose=0), rtol=1e-5)
 
 
+@pytest.mark.slow
 def test_mixed_precision_train_step_runs():
     keras.mixed_precision.set_global_policy("mixed_float16")
     try:
-        x, y = toy_problem(64)
-        model = compiled(AdversarialConfig(attacks="fgsm:1,pgd:1", eps=0.05, pgd_steps=2, logit_pairing=0.5))
+        x, y = toy_data(64)
+        model = adversarial_model(AdversarialConfig(attacks="fgsm:1,pgd:1", eps=0.05, pgd_steps=2, logit_pairing=0.5))
         assert isinstance(model.optimizer, keras.optimizers.LossScaleOptimizer)
         history = model.fit(x, y, batch_size=16, epochs=1, verbose=0)
     finally:
@@ -120,11 +107,12 @@ MIRRORED = textwrap.dedent("""
     cpu = tf.config.list_physical_devices("CPU")[0]
     tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
     import keras
-    from tests.test_adversarial_training import AdversarialConfig, AdversarialModel, small_model, toy_problem
-    x, y = toy_problem(32)
+    from training.adversarial import AdversarialConfig, AdversarialModel
+    from tests.helpers import small_model, toy_data
+    x, y = toy_data(32)
     config = AdversarialConfig(attacks="fgsm:1,pgd:1", eps=0.05, pgd_steps=2, logit_pairing=0.5)
     def make():
-        model = AdversarialModel(small_model(), config)
+        model = AdversarialModel(small_model(activation="relu"), config)
         model.compile(optimizer=keras.optimizers.SGD(0.0),
                       loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
         return model
@@ -166,9 +154,10 @@ class CorruptAt(keras.callbacks.Callback):
             layer.set_weights([-w for w in layer.get_weights()])
 
 
+@pytest.mark.slow
 def test_guard_restores_the_best_robust_weights_when_pgd_accuracy_collapses():
-    x, y = toy_problem(64)
-    model = compiled(AdversarialConfig(attacks="fgsm", eps=0.05), learning_rate=0.0)
+    x, y = toy_data(64)
+    model = adversarial_model(AdversarialConfig(attacks="fgsm", eps=0.05), learning_rate=0.0)
     # A hand-made robust classifier: the class is the sign of the mean pixel minus 0.5 (16 features,
     # each 0.1 x 27 pixels, so the features sum to 43.2 x mean pixel).
     model.base.get_layer("conv").set_weights([np.full((3, 3, 3, 4), 0.1, "float32"), np.zeros(4, "float32")])
@@ -184,9 +173,10 @@ def test_guard_restores_the_best_robust_weights_when_pgd_accuracy_collapses():
         np.testing.assert_array_equal(restored, expected)
 
 
+@pytest.mark.slow
 def test_guard_resumes_with_the_best_pgd_accuracy_logged_before_a_crash():
-    x, y = toy_problem(64)
-    model = compiled(AdversarialConfig(attacks="fgsm", eps=0.05), learning_rate=0.0)
+    x, y = toy_data(64)
+    model = adversarial_model(AdversarialConfig(attacks="fgsm", eps=0.05), learning_rate=0.0)
     guard = CatastrophicOverfittingGuard(x, y, eps=0.05, step_size=0.02, steps=5, verbose=0)
     guard.resume_from([{"epoch": 0, "val_pgd_accuracy": 0.6}, {"epoch": 1, "val_pgd_accuracy": 0.9},
                        {"epoch": 2, "val_pgd_accuracy": 0.9}, {"epoch": 3, "accuracy": 0.5}])

@@ -15,7 +15,7 @@ import tensorflow as tf
 from attacks import attack_names, get_attack, make_attack, register_attack
 from attacks.accuracy import accuracy
 from common import plugins
-from tests.test_training_core import SHAPE, small_model, toy_data
+from tests.helpers import SHAPE, small_model, toy_data
 from training.adversarial import AttackMix
 from training.parts import RunContext
 
@@ -28,6 +28,7 @@ def _shift(*, snr_db, steps=3):
     return lambda model, x, y, seed=None: x * 0.0 + snr_db / 100.0 + steps * 0.0
 
 
+@pytest.mark.slow
 def test_every_built_in_attack_follows_the_calling_convention():
     assert {"fgsm", "pgd", "fast", "noise", "snr", "apgd-ce", "apgd-dlr", "apgd-t", "square"} <= set(attack_names())
     inputs = keras.Input(SHAPE)

@@ -122,6 +122,7 @@ def test_resample_equals_the_keras_affine_transform_kernel(fill_mode):
     np.testing.assert_allclose(np.asarray(actual), np.asarray(expected), atol=0.05)
 
 
+@pytest.mark.slow
 def test_compiled_augmenter_equals_eager_augment_batch():
     images = np.random.default_rng(5).uniform(0, 1, (5, 12, 12, 3)).astype(np.float32)
     seed = tf.constant([3, 4], tf.int32)
@@ -150,6 +151,7 @@ def test_unknown_parameter_is_rejected():
         apply_transform(np.zeros((1, 4, 4, 3), np.float32), {"rotation": np.zeros(1)})
 
 
+@pytest.mark.slow
 def test_augmenter_in_tf_data_is_deterministic_and_in_range():
     images = np.random.default_rng(2).uniform(0, 1, (8, 16, 16, 3)).astype(np.float32)
     augmenter = augment.make_augmenter("B")

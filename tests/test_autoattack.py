@@ -76,6 +76,7 @@ def test_dlr_losses_match_their_closed_form():
                                apgd_module.dlr_loss(labels, logits).numpy(), rtol=1e-5)
 
 
+@pytest.mark.slow
 def test_apgd_reaches_at_least_pgds_loss_and_stays_in_the_ball():
     model, x = small_net(), images()
     labels = predictions(model, x)
@@ -185,6 +186,7 @@ def test_a_model_robust_to_nothing_has_zero_worst_case_accuracy():
     assert result["threat_model"] == "Linf" and result["eps"] == "8/255" and "FAB-T" in result["fab_t"]
 
 
+@pytest.mark.slow
 def test_a_model_that_ignores_its_input_keeps_its_clean_accuracy():
     inputs = keras.Input((12, 12, 3))
     flat = keras.layers.Flatten()(inputs)

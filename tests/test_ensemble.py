@@ -34,6 +34,7 @@ def weights_of(member):
     return [np.array(variable) for variable in member.model.weights]
 
 
+@pytest.mark.slow
 def test_alphastack_keeps_members_bitwise_and_matches_or_beats_the_best_member(member_dirs, tmp_path):
     members = ensembles.load_members(member_dirs)
     before = [weights_of(member) for member in members]
@@ -57,6 +58,7 @@ def test_alphastack_keeps_members_bitwise_and_matches_or_beats_the_best_member(m
     assert ensembles.markdown_table(metrics, "alphastack").count("\n") == 4  # header, rule, 2 members, stack
 
 
+@pytest.mark.slow
 def test_average_is_the_mean_of_member_probabilities(member_dirs, tmp_path):
     members = ensembles.load_members(member_dirs)
     model = ensembles.build_average(members, (32, 32, 3))
@@ -71,6 +73,7 @@ def test_average_is_the_mean_of_member_probabilities(member_dirs, tmp_path):
     np.testing.assert_allclose(np.asarray(reloaded(images)), np.asarray(model(images)), atol=1e-6)
 
 
+@pytest.mark.slow
 def test_members_of_different_input_sizes_stack(member_dirs, tmp_path, capsys):
     larger = train_member(tmp_path / "member40", seed=3, epochs=1, image_size=40)
     members = ensembles.load_members([member_dirs[0], larger])

@@ -23,6 +23,7 @@ def trained_run(tmp_path_factory):
     return trainer.train(config, tmp_path_factory.mktemp("runs") / "vanilla")
 
 
+@pytest.mark.slow
 def test_evaluate_writes_a_trustworthy_table_into_the_run(trained_run, capsys):
     argv = [str(trained_run), "--attack", "fgsm", "pgd", "snr", "noise", "--eps", "2/255", "8/255",
             "--snr", "40", "30", "--pgd-steps", "5", "--limit", "64"]
@@ -47,6 +48,7 @@ def test_evaluate_writes_a_trustworthy_table_into_the_run(trained_run, capsys):
     assert "PGD 8/255 %" in table and "40 dB %" in table and "python evaluate.py" in table
 
 
+@pytest.mark.slow
 def test_a_broken_table_is_marked_untrustworthy(trained_run):
     model = keras.models.load_model(trained_run / "model.keras", safe_mode=True)
     val_images = np.random.default_rng(0).random((32, 32, 32, 3), dtype=np.float32)
@@ -62,6 +64,7 @@ def test_a_broken_table_is_marked_untrustworthy(trained_run):
     assert "**untrustworthy** (failed: " in robustness.markdown_table(result)
 
 
+@pytest.mark.slow
 def test_evaluate_runs_autoattack_and_writes_its_ledger(trained_run, capsys):
     argv = [str(trained_run), "--attack", "fgsm", "pgd", "autoattack", "--eps", "8/255", "--pgd-steps", "5",
             "--apgd-steps", "5", "--targets", "3", "--square-queries", "20", "--limit", "32"]
@@ -111,6 +114,7 @@ def test_evaluate_rejects_a_missing_model(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("mix", ["fgsm:10,pgd:1", "fast:1"])
+@pytest.mark.slow
 def test_train_cli_runs_adversarial_training(mix, tmp_path):
     run_dir = tmp_path / "run"
     argv = ["cis680_allconv", "--dataset", "digits", "--classes", "4", "--per-class", "30", "--epochs", "1",

@@ -87,6 +87,7 @@ def test_gradcam_on_a_known_last_convolution_equals_its_closed_form(method):
     np.testing.assert_allclose(saliency_map(model, images, labels, method), expected, atol=1e-4)
 
 
+@pytest.mark.slow
 def test_methods_match_tf_keras_vis():
     vis = pytest.importorskip("tf_keras_vis")
     from tf_keras_vis.gradcam import Gradcam
@@ -208,6 +209,7 @@ def test_per_image_pca_equals_the_svd_of_the_centred_channel():
     np.testing.assert_allclose(rebuilt, channel, atol=1e-10)
 
 
+@pytest.mark.slow
 def test_pca_command_writes_curves_and_figures(tmp_path, capsys):
     assert explain.main(["pca", "--dataset", "digits", "--limit", "60", "--per-image-sample", "20",
                          "--components", "50", "--out", str(tmp_path)]) == 0
@@ -289,6 +291,7 @@ def tiny_run(tmp_path) -> pathlib.Path:
     return run
 
 
+@pytest.mark.slow
 def test_saliency_command_scores_runs_and_draws_figures(tiny_run, tmp_path, capsys):
     second = tmp_path / "run-b"
     second.mkdir()

@@ -14,6 +14,7 @@ from analysis import gan_metrics
 from models import gan as gan_models
 from training.gan import GANTrainer, fixed_inputs, tile
 from training.gan_run import GANConfig, grid_inputs, train_gan
+from tests.helpers import CrashAfter
 
 TINY = dict(latent_dim=8, generator_width=4, discriminator_width=4, dense_units=8)
 
@@ -32,16 +33,6 @@ def tiny_judge(classes: int = 2, size: int = 16) -> keras.Model:
     return keras.Model(inputs, keras.layers.Dense(classes, name="logits")(hidden))
 
 
-class _CrashAfter(keras.callbacks.Callback):
-    def __init__(self, epochs):
-        super().__init__()
-        self.epochs = epochs
-
-    def on_epoch_begin(self, epoch, logs=None):
-        if epoch == self.epochs:
-            raise KeyboardInterrupt
-
-
 @pytest.fixture(scope="module")
 def cgan_run(tmp_path_factory):
     """A two-epoch conditional GAN on two digit classes, killed after its first epoch and resumed:
@@ -50,7 +41,8 @@ def cgan_run(tmp_path_factory):
     real = np.random.default_rng(3).random((20, 16, 16, 3), dtype=np.float32)
     scorer = gan_metrics.FeatureScorer(tiny_judge(), real, real_labels=np.arange(20) % 2, samples=20, num_classes=2)
     with pytest.raises(KeyboardInterrupt):
-        train_gan(tiny_config(epochs=2), run_dir, score=scorer, callbacks=[_CrashAfter(1)])
+        train_gan(tiny_config(epochs=2), run_dir, score=scorer,
+                  callbacks=[CrashAfter(1, KeyboardInterrupt(), at="begin")])
     after_kill = {path.name: path.stat().st_mtime_ns for path in run_dir.iterdir()}
     rows = train_gan(tiny_config(epochs=2), run_dir, resume=True, score=scorer)
     return run_dir, after_kill, rows
@@ -188,6 +180,7 @@ def test_fixed_grid_inputs_repeat_and_give_one_row_per_class():
     assert tuple(unconditional.shape) == (6, 8)
 
 
+@pytest.mark.slow
 def test_resume_continues_the_epoch_count_and_the_fixed_noise_grid(cgan_run):
     run_dir, after_kill, rows = cgan_run
     assert "samples-epoch001.png" in after_kill and "samples-epoch002.png" not in after_kill
@@ -201,6 +194,7 @@ def test_resume_continues_the_epoch_count_and_the_fixed_noise_grid(cgan_run):
     assert [tuple(tensor.shape) for tensor in generator.inputs] == [(None, 8), (None,)]
 
 
+@pytest.mark.slow
 def test_a_resumed_run_keeps_one_column_set_in_history_csv(cgan_run):
     import csv
 
@@ -213,6 +207,7 @@ def test_a_resumed_run_keeps_one_column_set_in_history_csv(cgan_run):
     assert np.isnan(rows[0]["sample_change"]) and rows[1]["sample_change"] > 0  # compared across the resume
 
 
+@pytest.mark.slow
 def test_feature_scorer_and_gan_test_on_a_run(cgan_run):
     generator = keras.models.load_model(cgan_run[0] / "generator.keras", safe_mode=True)
     classifier = tiny_judge(size=32)  # a classifier at another size: the scorer resizes
@@ -223,6 +218,7 @@ def test_feature_scorer_and_gan_test_on_a_run(cgan_run):
     assert images.shape == (6, 16, 16, 3) and labels.tolist() == [0, 1, 0, 1, 0, 1]
 
 
+@pytest.mark.slow
 def test_synthetic_transform_replaces_a_fraction_with_labelled_images(cgan_run):
     from training.parts import make_part
     from training.wrapper import TrainingModel

@@ -12,7 +12,7 @@ from training import trainer
 from training.gradient_monitor import GradientLog, GradientMonitor, read_gradients, resolve_layers
 from training.recipes import override
 from training.wrapper import TrainingModel
-from tests.test_train import CrashAfter
+from tests.helpers import CrashAfter
 
 
 def tiny_model(num_classes=3):
@@ -69,6 +69,7 @@ def test_one_step_equals_a_gradient_tape_by_hand(tmp_path):
     assert expected[0] > 0 and (tmp_path / "gradients.png").stat().st_size > 0
 
 
+@pytest.mark.slow
 def test_twenty_records_per_epoch_by_default(tmp_path):
     images, labels = data(80)
     monitor = GradientMonitor()
@@ -88,6 +89,7 @@ def test_small_capacity_is_drained_within_the_epoch(tmp_path):
     assert [row["step"] for row in read_gradients(tmp_path / "gradients.csv")] == list(range(20))
 
 
+@pytest.mark.slow
 def test_records_survive_a_crash_and_resume(tmp_path):
     images, labels = data(16)
     backup = tmp_path / "backup"
@@ -114,6 +116,7 @@ def test_records_survive_a_crash_and_resume(tmp_path):
     assert [row["step"] for row in rows] == [0, 2, 4, 6, 8, 10, 12, 14]  # global steps continue after resume
 
 
+@pytest.mark.slow
 def test_gradients_csv_survives_resume_through_the_trainer(tmp_path):
     config = trainer.default_config("cis680_allconv", dataset="digits", classes=3, per_class=16, verbose=0,
                                     parts=[{"kind": "hook", "name": "gradient_monitor", "every": 1}])

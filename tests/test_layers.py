@@ -12,6 +12,7 @@ import models
 from models.options import batch_norm
 from models.parseval import (ConvexCombination, ParsevalConstraint, SimplexProjection, parseval_deviation,
                              retract)
+from tests.helpers import slow_marked
 from models.routes import (DualBatchNormalization, RouteRecorder, current_route, forward_route, has_routes,
                            to_single_bn)
 
@@ -19,15 +20,6 @@ from models.routes import (DualBatchNormalization, RouteRecorder, current_route,
 # keras.applications' BN; only Convengers' head has BN the project builds).
 BN_MODELS = [name for name in models.names() if name.startswith(("alphanet", "bravonet", "resnet"))
              and not name.endswith("_transfer")] + ["convengers"]
-# Models that take seconds to build on a 2-core CPU: still checked, in the slow set.
-SLOW_MODELS = {"resnet50", "resnet101", "resnet152", "convengers", "resnet101_transfer", "inception_v3_transfer",
-               "vgg19_transfer"}
-
-
-def slow_marked(names):
-    return [pytest.param(name, marks=pytest.mark.slow) if name in SLOW_MODELS else name for name in names]
-
-
 def build_small(name, **options):
     if name.endswith("_transfer") or name == "convengers":
         options = {"weights": "none", "backbone_size": 75, **options}
@@ -326,6 +318,7 @@ def test_convex_residual_merge_has_two_weights_per_merge(name, merges):
     assert sum(int(np.prod(layer.combination.shape)) for layer in combinations) == 2 * merges
 
 
+@pytest.mark.slow
 def test_variant_round_trip_in_safe_mode(tmp_path):
     model = build_small("resnet18_cifar", norm_layer=DualBatchNormalization,
                         conv_constraint=ParsevalConstraint(beta=0.02, rows=0.5, seed=1), residual_merge="convex")
@@ -341,6 +334,7 @@ def test_variant_round_trip_in_safe_mode(tmp_path):
     assert has_routes(reloaded)
 
 
+@pytest.mark.slow
 def test_maxpool_stem_option():
     # With the max-pool (the default), 32x32 inputs reach stage 1 at 16x16 (test_every_bn_builder... builds it).
     without = build_small("resnet34", maxpool_stem=False)

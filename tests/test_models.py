@@ -11,6 +11,7 @@ import pytest
 import tensorflow as tf
 
 import models
+from tests.helpers import slow_marked
 
 ALL_MODELS = models.names()
 
@@ -84,7 +85,7 @@ def test_every_registered_model_has_a_pinned_parameter_count():
     assert set(PINNED_PARAMETERS) == set(ALL_MODELS)
 
 
-@pytest.mark.parametrize("name", ALL_MODELS)
+@pytest.mark.parametrize("name", slow_marked(ALL_MODELS))
 def test_default_build_gives_finite_logits(name):
     model = default_model(name)
     logits = np.asarray(model(random_images(default_input_shape(name)), training=False))
@@ -93,7 +94,7 @@ def test_default_build_gives_finite_logits(name):
     assert model.name == name
 
 
-@pytest.mark.parametrize("name", ALL_MODELS)
+@pytest.mark.parametrize("name", slow_marked(ALL_MODELS))
 def test_pinned_parameter_count(name):
     assert default_model(name).count_params() == PINNED_PARAMETERS[name]
 
@@ -103,7 +104,7 @@ def test_parameter_counts_at_64x64_for_the_72x72_models():
     assert models.build("bravonet_v1", input_shape=(64, 64, 3)).count_params() == 11_288_712
 
 
-@pytest.mark.parametrize("name", ALL_MODELS)
+@pytest.mark.parametrize("name", slow_marked(ALL_MODELS))
 def test_layers_are_named_normalisation_first_no_softmax(name):
     model = default_model(name)
     unnamed = [layer.name for layer in model.layers if keras_default_name_pattern(layer).fullmatch(layer.name)]
@@ -117,20 +118,14 @@ def test_layers_are_named_normalisation_first_no_softmax(name):
         assert getattr(activation, "__name__", "") != "softmax", layer.name
 
 
-# The deepest from-scratch ResNets take seconds to build on a 2-core CPU: a second build is in the slow set.
-SLOW_SECOND_BUILD = {"resnet101", "resnet152"}
-
-
-@pytest.mark.parametrize(
-    "name", [pytest.param(name, marks=pytest.mark.slow) if name in SLOW_SECOND_BUILD else name for name in ALL_MODELS]
-)
+@pytest.mark.parametrize("name", slow_marked(ALL_MODELS))
 def test_small_input_gives_finite_logits(name):
     logits = np.asarray(small_model(name)(random_images((32, 32, 3)), training=False))
     assert logits.shape == (2, 5)
     assert np.isfinite(logits).all()
 
 
-@pytest.mark.parametrize("name", ROUND_TRIP_MODELS)
+@pytest.mark.parametrize("name", slow_marked(ROUND_TRIP_MODELS))
 def test_keras_file_round_trip_in_safe_mode(name, tmp_path):
     model = small_model(name)
     images = random_images((32, 32, 3))

@@ -64,6 +64,7 @@ def fast_config(epochs=2):
     return config
 
 
+@pytest.mark.slow
 def test_a_failure_after_fit_is_finished_on_resume_without_retraining(tmp_path, monkeypatch):
     from training import fit
 

@@ -170,6 +170,7 @@ class _StopAtEpoch(keras.callbacks.Callback):
             raise RuntimeError("crash")
 
 
+@pytest.mark.slow
 def test_a_damaged_backup_falls_back_to_the_previous_epoch_in_one_line(tmp_path, capsys):
     run_dir = tmp_path / "run"
     with pytest.raises(RuntimeError, match="crash"):
@@ -203,6 +204,7 @@ def test_keras_own_backup_layout_is_still_read_and_its_damage_skipped(tmp_path):
     assert "starts again from the first epoch" in lines[-1]
 
 
+@pytest.mark.slow
 def test_a_stop_before_fit_json_resumes_without_retraining(tmp_path, monkeypatch):
     """fit() ran every epoch but ended before fit.json: the backup holds them all and nothing is retrained."""
     run_dir = tmp_path / "run"
@@ -221,6 +223,7 @@ def test_a_stop_before_fit_json_resumes_without_retraining(tmp_path, monkeypatch
     assert (run_dir / "metrics.json").exists() and not (run_dir / "backup").exists()
 
 
+@pytest.mark.slow
 def test_a_stop_while_the_backup_is_deleted_resumes_without_retraining(tmp_path, monkeypatch):
     from keras.src.utils import file_utils
 
@@ -245,6 +248,7 @@ def test_a_stop_while_the_backup_is_deleted_resumes_without_retraining(tmp_path,
     assert (run_dir / "metrics.json").exists() and not (run_dir / "backup").exists()
 
 
+@pytest.mark.slow
 def test_a_diverged_run_stops_with_a_clear_error_and_keeps_no_nan_epoch(tmp_path):
     config = _config(epochs=2)
     config.recipe = override(config.recipe, learning_rate=1e30)

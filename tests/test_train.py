@@ -15,6 +15,7 @@ from training import trainer
 from common.run_folder import read_history
 from training.callbacks import ResumableEarlyStopping, ResumableReduceLROnPlateau
 from training.recipes import get_recipe, override
+from tests.helpers import CrashAfter
 
 FAST = dict(dataset="digits", classes=4, per_class=40, verbose=0)
 
@@ -25,18 +26,7 @@ def fast_config(epochs=2, **changes):
     return config
 
 
-class CrashAfter(keras.callbacks.Callback):
-    """Simulates a crash at the end of epoch ``epoch`` (0-based), before it is recorded."""
-
-    def __init__(self, epoch):
-        super().__init__()
-        self.epoch = epoch
-
-    def on_epoch_end(self, epoch, logs=None):
-        if epoch == self.epoch:
-            raise RuntimeError("simulated crash")
-
-
+@pytest.mark.slow
 def test_short_run_lowers_loss_and_writes_a_complete_run_folder(tmp_path):
     run_dir = trainer.train(fast_config(epochs=3), tmp_path / "run")
     for name in ("config.json", "model.keras", "history.csv", "metrics.json", "curves.png"):
@@ -52,6 +42,7 @@ def test_short_run_lowers_loss_and_writes_a_complete_run_folder(tmp_path):
     assert trainer.TrainConfig.from_dict(config).recipe == fast_config(epochs=3).recipe
 
 
+@pytest.mark.slow
 def test_kill_and_resume_continues_at_the_right_epoch(tmp_path):
     run_dir = tmp_path / "run"
     with pytest.raises(RuntimeError, match="simulated crash"):
@@ -75,6 +66,7 @@ def test_kill_and_resume_continues_at_the_right_epoch(tmp_path):
     assert json.loads((run_dir / "metrics.json").read_text())["epochs"] == 4
 
 
+@pytest.mark.slow
 def test_same_seed_gives_the_same_first_epoch(tmp_path):
     first = trainer.train(fast_config(epochs=1, seed=3), tmp_path / "a")
     second = trainer.train(fast_config(epochs=1, seed=3), tmp_path / "b")
@@ -83,6 +75,7 @@ def test_same_seed_gives_the_same_first_epoch(tmp_path):
         assert row_a[key] == pytest.approx(row_b[key], rel=1e-5), key
 
 
+@pytest.mark.slow
 def test_results_table_records_runs_next_to_the_seed(tmp_path):
     run_dir = trainer.train(fast_config(epochs=1), tmp_path / "cis-run")
     results = tmp_path / "results"

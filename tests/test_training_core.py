@@ -14,34 +14,9 @@ from models.routes import RouteRecorder
 from training.adversarial import AdversarialConfig, AttackMix
 from training.parts import Hook, InputTransform, LossTerm, View, make_part, make_parts, part_names, register_part
 from training.wrapper import TrainingModel, wrap
+from tests.helpers import SHAPE, compiled, small_model, toy_data
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
-SHAPE = (4, 4, 3)
-
-
-def toy_data(count=64, seed=0):
-    rng = np.random.default_rng(seed)
-    y = rng.integers(0, 2, count).astype("int32")
-    x = (rng.uniform(-0.1, 0.1, (count, *SHAPE)) + np.where(y == 1, 0.65, 0.35)[:, None, None, None])
-    return x.astype("float32"), y
-
-
-def small_model(norm_layer=None, seed=0):
-    inputs = keras.Input(SHAPE, name="images")
-    hidden = keras.layers.Conv2D(4, 3, name="conv", kernel_initializer=keras.initializers.HeNormal(seed=seed))(inputs)
-    if norm_layer is not None:
-        hidden = norm_layer(name="norm")(hidden)
-    hidden = keras.layers.Flatten(name="flatten")(hidden)
-    logits = keras.layers.Dense(2, name="logits", kernel_initializer=keras.initializers.GlorotNormal(seed=seed))(hidden)
-    return keras.Model(inputs, logits, name="small")
-
-
-def compiled(model, learning_rate=0.05):
-    model.compile(optimizer=keras.optimizers.SGD(learning_rate), metrics=["accuracy"],
-                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-    return model
-
-
 # Three parts, each one registered object; none of them needed an edit of the wrapper.
 @register_part("loss", "test_constant_half")
 class ConstantHalf(LossTerm):

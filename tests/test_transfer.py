@@ -25,6 +25,7 @@ def random_images(shape, count=2):
     return np.random.default_rng(0).random((count, *shape), dtype=np.float32)
 
 
+@pytest.mark.slow
 def test_convengers_concatenates_8192_features():
     model = small_convengers()
     assert model.get_layer("head_concatenate").output.shape == (None, 2048 + 2048 + 4096)
@@ -35,6 +36,7 @@ def test_convengers_concatenates_8192_features():
     assert logits.shape == (2, 3) and np.isfinite(logits).all()
 
 
+@pytest.mark.slow
 def test_each_phase_trains_exactly_its_layers():
     model = small_convengers()
     model.trainable = True
@@ -120,6 +122,7 @@ class CrashAtEpochEnd(keras.callbacks.Callback):
             raise RuntimeError("simulated crash")
 
 
+@pytest.mark.slow
 def test_phases_record_their_metrics_and_resume_at_the_phase_and_epoch_reached(tmp_path):
     phases.register_schedule("test-two", (
         phases.Phase("zfirst", ("conv4", "conv5"), 3e-3, 2),  # named to sort after "second"

@@ -43,6 +43,7 @@ def fits(monkeypatch):
     return spy
 
 
+@pytest.mark.slow
 def test_search_writes_the_table_resumes_and_best_json_trains(tmp_path, fits, capsys):
     search = ["--trials", "3", "--dir", str(tmp_path / "search")]
     fits.interrupt_at = 3  # Ctrl-C during the third trial
@@ -77,6 +78,7 @@ def test_search_writes_the_table_resumes_and_best_json_trains(tmp_path, fits, ca
     assert (recipe["optimizer"], recipe["learning_rate"]) == (best["optimizer"], best["learning_rate"])
 
 
+@pytest.mark.slow
 def test_trials_cannot_leak_state_into_each_other(tmp_path):
     """The same trial run again after another one scores exactly the same: each trial starts from a
     clean session, a new optimizer and the seed + index RNG state."""
@@ -96,6 +98,7 @@ def test_trials_cannot_leak_state_into_each_other(tmp_path):
         assert again[key] == pytest.approx(before[key], rel=1e-5), key
 
 
+@pytest.mark.slow
 def test_augment_search_with_adversarial_eps_feeds_train(tmp_path, capsys):
     folder = tmp_path / "search"
     argv = [*TINY, "--search", "augment", "--adv", "fgsm:1", "--trials", "1", "--dir", str(folder)]
