@@ -144,6 +144,7 @@ class InferenceOnly(keras.layers.Wrapper):
 
 
 @keras.saving.register_keras_serializable(package="zoo")
+# Kept so that averaged ensembles saved before they were built from Keras' own layers still load.
 class MeanProbabilityLogits(keras.layers.Layer):
     """log of the mean of the members' softmax probabilities (the averaged ensemble of Convengers).
 

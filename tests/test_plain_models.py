@@ -79,7 +79,10 @@ def test_every_kind_of_run_saves_a_model_plain_keras_loads(tmp_path):
     stack = tmp_path / "alphastack"
     assert ensemble_cli.run_cli(ensemble_cli.main, ["alphastack", str(tmp_path / "plain"), str(tmp_path / "parseval"),
                                                     "--epochs", "1", "--run-dir", str(stack)]) == 0
-    for run_dir in [*(tmp_path / name for name in runs), stack]:
+    average = tmp_path / "average"
+    assert ensemble_cli.run_cli(ensemble_cli.main, ["average", str(tmp_path / "plain"), str(tmp_path / "dual_bn"),
+                                                    "--run-dir", str(average)]) == 0
+    for run_dir in [*(tmp_path / name for name in runs), stack, average]:
         evaluated = json.loads((run_dir / "metrics.json").read_text())["val_top1"]
         # metrics.json holds a float32 mean; one image more or less would move it by 1/107
         assert clean_top1(run_dir / "model.keras", run_dir, tmp_path) == pytest.approx(evaluated, abs=1e-6), run_dir

@@ -10,12 +10,13 @@ Both are one functional model: ``image`` (the first member's input size) -> per 
 ``member<i>_resize`` when its input size differs -> ``member<i>`` (``models.transfer.InferenceOnly``
 around the member's own functional model) -> the combination. The saved ``model.keras`` holds every
 member and loads on its own with ``safe_mode=True``: the AlphaStack's is plain Keras (``models.plain``:
-each member nested as itself, frozen), the averaged ensemble's needs ``import models`` first.
+each member nested as itself, frozen; the average is built from Keras' own layers).
 Members are scored inside the ensemble graph, on the same data and resizing as the ensemble.
 """
 from __future__ import annotations
 
 import dataclasses
+import math
 import pathlib
 
 import keras
@@ -23,7 +24,7 @@ import keras
 import models  # noqa: F401  (registers the zoo's custom layers for loading)
 from data.pipeline import make_dataset
 from models.plain import plain_model
-from models.transfer import InferenceOnly, MeanProbabilityLogits
+from models.transfer import InferenceOnly
 from training import trainer
 from training.recipes import Recipe
 from common.run_folder import atomic_path, write_json
@@ -94,7 +95,27 @@ def build_alphastack(members: list[Member], input_shape, head=(512, 256)) -> ker
 def build_average(members: list[Member], input_shape) -> keras.Model:
     """log(mean of the members' softmax probabilities): logits whose softmax is the averaged prediction."""
     inputs, outputs = _member_outputs(members, input_shape)
-    return keras.Model(inputs, MeanProbabilityLogits(name="mean_probability_logits")(outputs), name="average_ensemble")
+    return keras.Model(inputs, mean_probability_logits(outputs), name="average_ensemble")
+
+
+def mean_probability_logits(member_logits: list):
+    """log(mean_i softmax(logits_i)) as logsumexp_i(log_softmax(logits_i)) − log(n), from Keras' own layers
+    only, so that the saved ensemble loads without this project: logsumexp along the member axis is
+    x − log_softmax(x) there (equal at every member), and one of those equal entries is kept by averaging."""
+    count = len(member_logits)
+    classes = member_logits[0].shape[-1]
+    log_probabilities = [keras.layers.Activation("log_softmax", dtype="float32", name=f"member{index}_log_softmax")(x)
+                         for index, x in enumerate(member_logits, start=1)]
+    if count == 1:
+        return log_probabilities[0]
+    stacked = keras.layers.Concatenate(axis=1, name="members_stack")(
+        [keras.layers.Reshape((1, classes), name=f"member{index}_row")(x)
+         for index, x in enumerate(log_probabilities, start=1)])                       # (B, members, classes)
+    by_class = keras.layers.Permute((2, 1), name="members_last")(stacked)              # (B, classes, members)
+    normalised = keras.layers.Activation("log_softmax", name="members_log_softmax")(by_class)
+    logsumexp = keras.layers.Subtract(name="members_logsumexp")([by_class, normalised])
+    pooled = keras.layers.GlobalAveragePooling1D(data_format="channels_first", name="members_pool")(logsumexp)
+    return keras.layers.Rescaling(1.0, offset=-math.log(count), name="mean_probability_logits")(pooled)
 
 
 def scores(model: keras.Model, val_data) -> dict:
@@ -183,7 +204,7 @@ def save_average(members: list[Member], run_dir, **data_options) -> pathlib.Path
     _write_config(run_dir, config, members, val_split)
     val_data = make_dataset(val_split, config.recipe.batch_size, training=False)
     with atomic_path(run_dir / "model.keras") as temporary:
-        ensemble.save(temporary)
+        plain_model(ensemble).save(temporary)
     metrics = {**scores(ensemble, val_data), "parameters": int(ensemble.count_params()),
                "members": member_scores(ensemble, members, val_data)}
     write_json(run_dir / "metrics.json", metrics)
