@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from common.stats import paired
+
 CLASSES = 10
 # The protocol (docs/bench.md says how it was measured): Tiny ImageNet's first 10 classes, all 500 training
 # images per class, all 500 val images, 32x32, flip-and-shift augmentation ("da"), Adam 1e-3 with
@@ -108,16 +110,6 @@ def _cell(values) -> str:
     if not len(values):
         return "–"
     return f"{values.mean():.1f}" + (f" ± {values.std(ddof=1):.1f}" if len(values) > 1 else "")
-
-
-def paired(baseline: dict[int, float], other: dict[int, float]) -> tuple[float, float | None, int]:
-    """(mean difference other − baseline over the seeds both have, its standard error or None, pairs)."""
-    seeds = sorted(set(baseline) & set(other))
-    differences = np.array([other[seed] - baseline[seed] for seed in seeds])
-    if not len(differences):
-        return float("nan"), None, 0
-    error = differences.std(ddof=1) / np.sqrt(len(differences)) if len(differences) > 1 else None
-    return float(differences.mean()), error, len(differences)
 
 
 def render(name: str, records: dict, rebuild: str) -> str:

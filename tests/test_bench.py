@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 
 from common.cli import run_cli
+from common.stats import paired
 from experiments import bench
-from experiments.robust_methods import EPS, SNRS, paired, render, render_claims, verdict
+from experiments.robust_methods import EPS, SNRS, render, render_claims, verdict
 
 
 def robustness_record(clean):
