@@ -55,6 +55,33 @@ def default_out(run_dir: pathlib.Path, fmt: str, quantize: str | None) -> pathli
     return run_dir / ("export-" + fmt + (f"-{quantize}" if quantize else ""))
 
 
+def temporary_prefix(out: pathlib.Path, pid: int) -> str:
+    """Name of the hidden folder an export is built in: it carries its process id, so a later export can tell
+    a folder a killed export left (its process is gone) from one being written now."""
+    return f".{out.name}{TEMPORARY_MARK}{pid}-"
+
+
+def remove_abandoned_exports(out: pathlib.Path) -> list[pathlib.Path]:
+    """Delete the temporary folders that killed exports to ``out`` left beside it; return them."""
+    removed = []
+    for path in out.parent.glob(f".{out.name}{TEMPORARY_MARK}*"):
+        pid = path.name[len(f".{out.name}{TEMPORARY_MARK}"):].split("-")[0]
+        if path.is_dir() and pid.isdigit() and not _process_alive(int(pid)):
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path)
+    return removed
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        return True
+    return True
+
+
 def check_arguments(fmt: str, quantize: str | None) -> None:
     if fmt not in manifest.FORMATS:
         raise ValueError(f"Unknown export format {fmt!r}. Known formats: {', '.join(manifest.FORMATS)}")
@@ -87,7 +114,8 @@ def export_run(run, fmt: str, out, *, quantize: str | None = None, command: str 
         representative = _sample(train.images, REPRESENTATIVE_IMAGES, seed=1)
 
     out.parent.mkdir(parents=True, exist_ok=True)
-    temporary = pathlib.Path(tempfile.mkdtemp(prefix=f".{out.name}{TEMPORARY_MARK}", dir=out.parent))
+    remove_abandoned_exports(out)
+    temporary = pathlib.Path(tempfile.mkdtemp(prefix=temporary_prefix(out, os.getpid()), dir=out.parent))
     try:
         saved_model = temporary / manifest.SAVED_MODEL
         write_saved_model(model, saved_model)

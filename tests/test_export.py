@@ -3,7 +3,10 @@ and predict.py on real Tiny ImageNet files, ensembles and dual-BN runs."""
 from __future__ import annotations
 
 import json
+import os
 import pathlib
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -173,10 +176,28 @@ def test_export_round_trips_with_its_agreement_checked(tiny_run, tmp_path, fmt, 
     assert "corrupted" in capsys.readouterr().err
 
 
+def dead_pid() -> int:
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    return child.pid
+
+
+def test_only_the_folders_of_killed_exports_are_removed(tmp_path):
+    out = tmp_path / "export-tflite"
+    abandoned = tmp_path / f"{export.temporary_prefix(out, dead_pid())}x1"
+    in_progress = tmp_path / f"{export.temporary_prefix(out, os.getpid())}x2"
+    other = tmp_path / f"{export.temporary_prefix(tmp_path / 'another', dead_pid())}x3"
+    for folder in (abandoned, in_progress, other):
+        (folder / "saved_model").mkdir(parents=True)
+    assert export.remove_abandoned_exports(out) == [abandoned]
+    assert sorted(tmp_path.iterdir()) == sorted([in_progress, other])
+
+
 @pytest.mark.slow
 def test_a_failed_check_exits_1_and_leaves_nothing(tiny_run, tmp_path, capsys, monkeypatch):
     monkeypatch.setitem(export.REQUIRED_AGREEMENT, None, 1.01)  # no export can reach it
     out = tmp_path / "export"
+    (tmp_path / f"{export.temporary_prefix(out, dead_pid())}abc" / "saved_model").mkdir(parents=True)  # a killed export's
     assert cli_status(export_cli, [str(tiny_run), "--format", "tflite", "--out", str(out)]) == 1
     assert "export check failed" in capsys.readouterr().err
     assert list(tmp_path.iterdir()) == []
