@@ -181,3 +181,19 @@ def test_distributed_chief_and_worker_on_loopback(tmp_path):
     rows = json.loads((tmp_path / "search" / "trials.json").read_text())["trials"]
     assert [row["status"] for row in rows] == ["COMPLETED", "COMPLETED"]
     assert (tmp_path / "search" / "best.json").is_file()
+
+
+def test_a_search_folder_in_use_by_another_process_is_refused_before_any_trial(tmp_path, fits, capsys):
+    folder = tmp_path / "search"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys; from common.run_folder import hold_run_folder\n"
+         "with hold_run_folder(sys.argv[1], create=True): print('held', flush=True); sys.stdin.read()", str(folder)],
+        cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        assert tune_cli.run_cli(tune_cli.main, [*TINY, "--trials", "1", "--dir", str(folder)]) == 2
+        assert fits.seeds == [] and [path.name for path in folder.iterdir()] == [".lock"]  # nothing written
+    finally:
+        holder.communicate("")
+    error = capsys.readouterr().err
+    assert f"in use by process {holder.pid}" in error and error.count("\n") == 1, error

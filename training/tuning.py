@@ -26,6 +26,7 @@ table) and best.json (the best trial's recipe fields, for ``train.py --hparams``
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import pathlib
@@ -42,7 +43,7 @@ from attacks.accuracy import accuracy
 from training import recipes, run_setup, trainer
 from training.parts import RunContext
 from training.tuning_table import best_fields, trial_rows, trial_table
-from common.run_folder import read_json, write_json, write_text
+from common.run_folder import hold_run_folder, read_json, write_json, write_text
 
 SEARCHES = ("optimizer", "augment")
 TUNERS = {"random": keras_tuner.RandomSearch, "bayesian": keras_tuner.BayesianOptimization,
@@ -327,23 +328,25 @@ def run_search(settings: SearchSettings, directory=None, *, overwrite: bool = Fa
     config = settings.train_config()
     if role != "chief":  # check first, write after: a bad --data must not leave a search.json behind
         train_split, val_split = trainer.load_splits(config)
-    prepare_directory(settings, directory, overwrite, role)
-    hypermodel = ZooHyperModel(settings)
-    tuner = make_tuner(settings, hypermodel, directory, overwrite=overwrite)
-    if role == "chief":
-        tuner.search(verbose=verbose)  # serves the oracle until the workers have run every trial
-    else:
-        hypermodel.use_data(train_split)
-        tuner.search(train_split, val_split, epochs=settings.epochs, verbose=verbose)
-    if role == "worker":
-        return SearchOutcome(directory, tuner.trials_run)
-    rows = trial_rows(tuner.oracle, settings)
-    best_trials = [trial for trial in tuner.oracle.get_best_trials(1) if trial.score is not None]
-    best = best_fields(settings, best_trials[0].hyperparameters.values) if best_trials else None
-    markdown = trial_table(settings, rows, best_trials[0].trial_id if best_trials else None, command)
-    write_json(directory / "trials.json", {"settings": settings.identity(), "command": command,
-                                           "objective": settings.objective, "trials": rows})
-    write_text(directory / "trials.md", markdown)
-    if best is not None:
-        write_json(directory / "best.json", best)
-    return SearchOutcome(directory, tuner.trials_run, rows, best, markdown)
+    # A lone search holds its folder's writer lock, as a training run does; distributed processes share theirs.
+    with hold_run_folder(directory, create=True) if role == "alone" else contextlib.nullcontext():
+        prepare_directory(settings, directory, overwrite, role)
+        hypermodel = ZooHyperModel(settings)
+        tuner = make_tuner(settings, hypermodel, directory, overwrite=overwrite)
+        if role == "chief":
+            tuner.search(verbose=verbose)  # serves the oracle until the workers have run every trial
+        else:
+            hypermodel.use_data(train_split)
+            tuner.search(train_split, val_split, epochs=settings.epochs, verbose=verbose)
+        if role == "worker":
+            return SearchOutcome(directory, tuner.trials_run)
+        rows = trial_rows(tuner.oracle, settings)
+        best_trials = [trial for trial in tuner.oracle.get_best_trials(1) if trial.score is not None]
+        best = best_fields(settings, best_trials[0].hyperparameters.values) if best_trials else None
+        markdown = trial_table(settings, rows, best_trials[0].trial_id if best_trials else None, command)
+        write_json(directory / "trials.json", {"settings": settings.identity(), "command": command,
+                                               "objective": settings.objective, "trials": rows})
+        write_text(directory / "trials.md", markdown)
+        if best is not None:
+            write_json(directory / "best.json", best)
+        return SearchOutcome(directory, tuner.trials_run, rows, best, markdown)
