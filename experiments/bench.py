@@ -3,6 +3,7 @@
     python -m experiments.bench imt --data ../shared/data/tiny-imagenet-200
     python -m experiments.bench imt xie robustness --seeds 0 1 2 --data ../shared/data/tiny-imagenet-200
     python -m experiments.bench imt xie robustness --table-only
+    python -m experiments.bench imt xie robustness --plan
 
 Configurations, tables and the protocol are in experiments/robust_methods.py. Every (configuration, seed)
 is trained with train.py into runs/bench/<config>-s<seed> and evaluated with evaluate.py; its numbers
@@ -151,12 +152,17 @@ def main(argv=None) -> int:
                         help="run only these configurations of the tables (e.g. to share a bench between machines)")
     parser.add_argument("--no-autoattack", action="store_true", help="skip the AutoAttack pass")
     parser.add_argument("--table-only", action="store_true", help="rebuild the tables from the records; run nothing")
+    parser.add_argument("--plan", action="store_true",
+                        help="print what is recorded and what is left, with the measured CPU cost; run nothing")
     args = parser.parse_args(argv)
+    args.table_only = args.table_only or args.plan
     check_arguments(args)
     records = read_json(RECORDS) if RECORDS.exists() else {}
+    if args.plan:
+        print(render_plan(selected_configs(args), args.seeds, records, autoattack=not args.no_autoattack))
+        return 0
     if not args.table_only:
-        order = [config for config in dict.fromkeys(config for name in args.tables for config in TABLES[name]["rows"])
-                 if not args.configs or config in args.configs]
+        order = selected_configs(args)
         for seed in args.seeds:
             for config in order:
                 for stage in ("train", "core"):
@@ -168,6 +174,42 @@ def main(argv=None) -> int:
                 write_tables(records)
     write_tables(records)
     return 0
+
+
+def selected_configs(args) -> list[str]:
+    """The configurations of ``args.tables`` in table order, each once, limited to ``args.configs``."""
+    return [config for config in dict.fromkeys(config for name in args.tables for config in TABLES[name]["rows"])
+            if not args.configs or config in args.configs]
+
+
+def render_plan(configs: list[str], seeds: list[int], records: dict, autoattack: bool = True) -> str:
+    """Markdown: per configuration, the seeds each stage has a record for and the measured CPU minutes of one
+    run (training plus core evaluation, mean over the records that have both); then what is left and what
+    the measured part of it costs. A configuration never run has no cost to go by and is counted apart."""
+    stages = ("train", "core", "autoattack") if autoattack else ("train", "core")
+    lines = ["| configuration | " + " | ".join(f"{stage} (seeds)" for stage in stages)
+             + " | CPU min per run (train + core) |", "| --- |" + " --- |" * len(stages) + " ---: |"]
+    left, measured_minutes, unmeasured = {stage: 0 for stage in stages}, 0.0, []
+    for config in configs:
+        found = {seed: records.get(f"{config}-s{seed}", {}).get("cpu_seconds", {}) for seed in seeds}
+        costs = [spent["train"] + spent["core"] for spent in
+                 (record.get("cpu_seconds", {}) for key, record in records.items() if record.get("config") == config)
+                 if spent.get("train") is not None and spent.get("core") is not None]
+        cost = sum(costs) / len(costs) / 60 if costs else None
+        cells = [", ".join(str(seed) for seed in seeds if stage in found[seed]) or "–" for stage in stages]
+        lines.append(f"| {config} | " + " | ".join(cells) + f" | {f'{cost:.0f}' if cost else '–'} |")
+        for stage in stages:
+            left[stage] += sum(stage not in found[seed] for seed in seeds)
+        runs_left = sum("train" not in found[seed] for seed in seeds)
+        if runs_left and cost is None:
+            unmeasured.append(config)
+        measured_minutes += runs_left * (cost or 0.0)
+    summary = (f"Left: {left['train']} trainings, {left['core']} core evaluations"
+               + (f", {left['autoattack']} AutoAttack passes (not costed)" if autoattack else "")
+               + f". The trainings of measured configurations: about {measured_minutes / 60:.1f} CPU hours with "
+               "their core evaluations")
+    summary += (f"; not yet measured: {', '.join(unmeasured)}." if unmeasured else ".")
+    return "\n".join(lines) + "\n\n" + summary
 
 
 def write_tables(records: dict) -> None:
