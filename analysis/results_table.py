@@ -64,6 +64,10 @@ def render(results: pathlib.Path = RESULTS) -> str:
             f"| {metrics['seconds_per_epoch']:.1f} | {_percent(recipe.get('reported_val_accuracy'))} "
             f"| `{config.get('command', '')}` |"
         )
+    claims = results / "claims.md"
+    if claims.exists():  # the reports' claims belong on the front page; their file keeps the title
+        body = claims.read_text().split("\n", 1)[-1].strip()
+        lines += ["", "## The reports' claims, judged on the bench", "", body]
     extra = sorted(path for path in results.glob("*.md") if path.name != "README.md" and not path.name.startswith("."))
     if extra:
         lines += ["", "## More tables", ""] + [f"- [{path.stem}]({path.name})" for path in extra]

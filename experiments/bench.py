@@ -23,6 +23,7 @@ import shlex
 import subprocess
 import sys
 
+from analysis import results_table
 from common import cli
 from common.cli import run_cli
 from common.run_folder import read_json, write_json, write_text
@@ -216,8 +217,11 @@ def write_tables(records: dict) -> None:
     for name in TABLES:
         path = RECORDS.parent / f"{name}.md"
         write_text(path, render(name, records, f"python -m experiments.bench {name} --table-only"))
-    write_text(RECORDS.parent.parent / "claims.md", render_claims(records))
-    print(f"wrote {RECORDS.parent}/{{{','.join(TABLES)}}}.md and {RECORDS.parent.parent / 'claims.md'}", flush=True)
+    results = RECORDS.parent.parent
+    write_text(results / "claims.md", render_claims(records))
+    write_text(results / "README.md", results_table.render(results))  # its front page shows the claims
+    print(f"wrote {RECORDS.parent}/{{{','.join(TABLES)}}}.md, {results / 'claims.md'} and {results / 'README.md'}",
+          flush=True)
 
 
 if __name__ == "__main__":

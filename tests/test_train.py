@@ -83,10 +83,12 @@ def test_results_table_records_runs_next_to_the_seed(tmp_path):
     (results / "gan" / "README.md").write_text("# GAN\n")
     (results / "imt").mkdir()
     (results / "imt" / "table.md").write_text("# IMT\n")
+    (results / "claims.md").write_text("# The claims\n\n- **confirmed** — a claim\n")
     assert results_table.main([str(run_dir), "--results", str(results)]) == 0
     page = (results / "README.md").read_text()
     assert "| cis-run | cis680_allconv | digits, 4 classes, 40/class | 1 |" in page
     assert "- gan/: [README](gan/README.md)" in page and "- imt/: [table](imt/table.md)" in page
+    assert "judged on the bench\n\n- **confirmed** — a claim\n" in page and "# The claims" not in page
     assert (results / "runs" / "cis-run.json").is_file()
 
 
