@@ -193,9 +193,8 @@ def render_plan(configs: list[str], seeds: list[int], records: dict, autoattack:
     left, measured_minutes, unmeasured = {stage: 0 for stage in stages}, 0.0, []
     for config in configs:
         found = {seed: records.get(f"{config}-s{seed}", {}).get("cpu_seconds", {}) for seed in seeds}
-        costs = [spent["train"] + spent["core"] for spent in
-                 (record.get("cpu_seconds", {}) for key, record in records.items() if record.get("config") == config)
-                 if spent.get("train") is not None and spent.get("core") is not None]
+        spent = [record.get("cpu_seconds", {}) for record in records.values() if record.get("config") == config]
+        costs = [run["train"] + run["core"] for run in spent if run.get("train") is not None and run.get("core") is not None]
         cost = sum(costs) / len(costs) / 60 if costs else None
         cells = [", ".join(str(seed) for seed in seeds if stage in found[seed]) or "–" for stage in stages]
         lines.append(f"| {config} | " + " | ".join(cells) + f" | {f'{cost:.0f}' if cost else '–'} |")
