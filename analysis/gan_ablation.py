@@ -38,7 +38,8 @@ def table(rows: list[dict]) -> str:
     fractions = sorted({row["fraction"] for row in rows})
     by_seed = {fraction: {row["seed"]: 100.0 * row["val_top1"] for row in rows if row["fraction"] == fraction}
                for fraction in fractions}
-    lines = ["| synthetic share of each batch | val top-1 % (mean ± std) | paired Δ to 0% (± SE, pairs) | seeds | runs |",
+    lines = ["| synthetic share of each batch | val top-1 % (mean ± std) | paired Δ to 0% (± SE, pairs) "
+             "| seeds | runs |",
              "| ---: | ---: | ---: | --- | --- |"]
     for fraction in fractions:
         group = sorted((row for row in rows if row["fraction"] == fraction), key=lambda row: row["seed"])

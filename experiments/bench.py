@@ -194,7 +194,8 @@ def render_plan(configs: list[str], seeds: list[int], records: dict, autoattack:
     for config in configs:
         found = {seed: records.get(f"{config}-s{seed}", {}).get("cpu_seconds", {}) for seed in seeds}
         spent = [record.get("cpu_seconds", {}) for record in records.values() if record.get("config") == config]
-        costs = [run["train"] + run["core"] for run in spent if run.get("train") is not None and run.get("core") is not None]
+        costs = [run["train"] + run["core"] for run in spent
+                 if run.get("train") is not None and run.get("core") is not None]
         cost = sum(costs) / len(costs) / 60 if costs else None
         cells = [", ".join(str(seed) for seed in seeds if stage in found[seed]) or "–" for stage in stages]
         lines.append(f"| {config} | " + " | ".join(cells) + f" | {f'{cost:.0f}' if cost else '–'} |")

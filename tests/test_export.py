@@ -197,7 +197,8 @@ def test_only_the_folders_of_killed_exports_are_removed(tmp_path):
 def test_a_failed_check_exits_1_and_leaves_nothing(tiny_run, tmp_path, capsys, monkeypatch):
     monkeypatch.setitem(export.REQUIRED_AGREEMENT, None, 1.01)  # no export can reach it
     out = tmp_path / "export"
-    (tmp_path / f"{export.temporary_prefix(out, dead_pid())}abc" / "saved_model").mkdir(parents=True)  # a killed export's
+    killed = tmp_path / f"{export.temporary_prefix(out, dead_pid())}abc"  # what a killed export left
+    (killed / "saved_model").mkdir(parents=True)
     assert cli_status(export_cli, [str(tiny_run), "--format", "tflite", "--out", str(out)]) == 1
     assert "export check failed" in capsys.readouterr().err
     assert list(tmp_path.iterdir()) == []
