@@ -137,7 +137,7 @@ def check_arguments(args) -> None:
     unknown = sorted(set(args.configs or ()) - known)
     if unknown:
         raise ValueError(f"--configs {' '.join(unknown)}: not in the tables {args.tables}; known: {', '.join(sorted(known))}")
-    if not args.table_only:  # the runs read --data from the repository root, and so does the check
+    if not (args.table_only or args.plan):  # the runs read --data from the repository root, and so does the check
         check_experiment(dataset="tiny-imagenet", data=str(ROOT / args.data), classes=CLASSES, seeds=args.seeds)
 
 
@@ -156,7 +156,6 @@ def main(argv=None) -> int:
     parser.add_argument("--plan", action="store_true",
                         help="print what is recorded and what is left, with the measured CPU cost; run nothing")
     args = parser.parse_args(argv)
-    args.table_only = args.table_only or args.plan
     check_arguments(args)
     records = read_json(RECORDS) if RECORDS.exists() else {}
     if args.plan:
