@@ -18,7 +18,7 @@ import contextlib
 import pathlib
 import sys
 
-from common.cli import ArgumentParser, positive_int, run_cli
+from common.cli import ArgumentParser, positive_int, print_error, run_cli
 
 METHODS = ("vanilla", "smoothgrad", "gradcam", "gradcam++")  # analysis.saliency.METHODS, without importing TF
 
@@ -68,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
 
     def failed(path, message):
         failures.append((path, message))
-        print(f"error: {message}", file=sys.stderr, flush=True)
+        print_error(message)
 
     # A bar when there are several files; it goes to stderr so stdout carries the predictions alone.
     progress = keras.utils.Progbar(len(paths), unit_name="image") if len(paths) > 1 or \

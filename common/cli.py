@@ -49,17 +49,22 @@ def _message(error: BaseException) -> str:
     return str(error)
 
 
+def print_error(message: str) -> None:
+    """One line on stderr, ``prog: error: message``, in the form argparse's own refusals take."""
+    print(f"{os.path.basename(sys.argv[0]) or 'python'}: error: {message}", file=sys.stderr, flush=True)
+
+
 def run_cli(main: Callable[[list[str] | None], int | None], argv: list[str] | None = None) -> int:
     """Run ``main(argv)``; a user error prints one line to stderr and exits with status 2."""
     try:
         status = main(argv)
     except USER_ERRORS as error:
-        print(f"error: {_message(error)}", file=sys.stderr)
+        print_error(_message(error))
         return 2
     except OSError as error:
         if error.errno not in (errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EDQUOT):
             raise
-        print(f"error: {_message(error)}", file=sys.stderr)
+        print_error(_message(error))
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -17,6 +17,9 @@ import pytest
 
 from common.run_folder import read_history
 
+# How run_cli's one-line refusal starts in this process (the program's name, as argparse writes it).
+ERROR = f"{pathlib.Path(sys.argv[0]).name}: error: "
+
 REPO = pathlib.Path(__file__).resolve().parents[1]
 EPOCHS = 3
 # Every digits image at batch 8: ~180 steps an epoch, long enough to be killed inside one.

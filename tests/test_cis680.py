@@ -12,6 +12,7 @@ from common.run_folder import read_json
 from experiments import cis680
 from experiments.cis680_adversarial import choose_targets, generate, with_added_images
 from experiments.cis680_runs import cell, mean_std
+from tests.helpers import ERROR
 
 TINY = ["--dataset", "digits", "--classes", "3", "--per-class", "12", "--epochs", "1", "--batch-size", "12",
         "--quiet"]
@@ -77,7 +78,7 @@ def test_user_errors_are_one_line(argv, message, capsys, tmp_path):
     argv = [argument.replace("{tmp}", str(tmp_path)) for argument in argv]
     assert run_cli(cis680.main, [*argv, "--out", str(tmp_path / "out"), "--runs", str(tmp_path / "runs")]) == 2
     error = capsys.readouterr().err.strip().splitlines()[-1]
-    assert error.startswith("error:") and message in error
+    assert error.startswith(ERROR) and message in error
     assert not (tmp_path / "out").exists() and not (tmp_path / "runs").exists()
 
 

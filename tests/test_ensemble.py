@@ -10,6 +10,7 @@ import pytest
 import ensemble as ensemble_cli
 from training import ensembles, trainer
 from training.recipes import override
+from tests.helpers import ERROR
 
 
 def train_member(run_dir, seed, epochs=3, image_size=None):
@@ -100,5 +101,5 @@ def test_cli_error_is_one_line_with_exit_status_2(capsys, tmp_path):
     argv = ["alphastack", "/nonexistent/run", "--run-dir", str(tmp_path / "x")]
     assert ensemble_cli.run_cli(ensemble_cli.main, argv) == 2
     error = capsys.readouterr().err.strip()
-    assert error.startswith("error: ") and "/nonexistent/run" in error and "\n" not in error
+    assert error.startswith(ERROR) and "/nonexistent/run" in error and "\n" not in error
     assert not (tmp_path / "x").exists()

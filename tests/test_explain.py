@@ -15,6 +15,7 @@ import explain
 from analysis import embedding, pca, pointing_game
 from analysis.saliency import METHODS, find_layer, saliency_map
 from common.cli import run_cli
+from tests.helpers import ERROR
 
 
 def _conv_model(size=16, classes=3):
@@ -328,7 +329,7 @@ def test_saliency_command_errors_are_one_line(tiny_run, tmp_path, capsys):
     for argv, message in cases:
         assert run_cli(explain.main, argv) == 2
         lines = capsys.readouterr().err.strip().splitlines()
-        assert lines[-1].startswith("error: ") and message in lines[-1], lines
+        assert lines[-1].startswith(ERROR) and message in lines[-1], lines
         assert not any("Traceback" in line for line in lines)
     assert not (tiny_run / "explain" / "saliency.json").exists()
 

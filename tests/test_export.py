@@ -19,7 +19,7 @@ from loading.run_loader import load_run, load_split
 from data import tiny_imagenet
 from data.decode import decode_file
 from inference import export, manifest, model_card, predictors
-from tests.helpers import cli_status
+from tests.helpers import ERROR, cli_status
 from training import trainer
 from training.recipes import override
 
@@ -122,7 +122,7 @@ def test_predict_on_a_real_folder_names_bad_files_and_matches_model_predict(tiny
                                       "--saliency", "gradcam"])
     captured = capsys.readouterr()
     assert status == 1
-    errors = [line for line in captured.err.splitlines() if line.startswith("error: ")]
+    errors = [line for line in captured.err.splitlines() if line.startswith(ERROR)]
     assert len(errors) == 2 and "truncated.jpg" in errors[1] and "readme.txt" in errors[0]
     written = json.loads(out.read_text())
     assert [pathlib.Path(row["path"]).name for row in written["predictions"]] == [

@@ -15,12 +15,13 @@ import gan
 from common.cli import run_cli
 from common.run_folder import read_history, read_json, write_json
 from models import gan as gan_models
+from tests.helpers import ERROR
 
 
 def refusal(argv, capsys) -> str:
     assert run_cli(gan.main, argv) == 2
     error = capsys.readouterr().err
-    assert error.startswith("error:") and error.count("\n") == 1, error
+    assert error.startswith(ERROR) and error.count("\n") == 1, error
     return error
 
 

@@ -21,7 +21,7 @@ from common.run_folder import read_history, remove_leftovers, trim_history, writ
 from loading.run_loader import load_model
 from training import trainer
 from training.recipes import override
-from tests.helpers import TRAIN, backed_up as _backed_up, kill_when as _kill_when
+from tests.helpers import ERROR, TRAIN, backed_up as _backed_up, kill_when as _kill_when
 from tests.helpers import resume_and_check as _resume_and_check, start_train as _start
 
 
@@ -111,7 +111,7 @@ def test_written_files_get_the_umask_mode_and_json_has_no_nan(tmp_path):
 def _one_line_error(capsys, main, argv) -> str:
     assert cli.run_cli(main, argv) == 2
     error = capsys.readouterr().err.strip()
-    assert error.startswith("error: ") and "\n" not in error and "Traceback" not in error, error
+    assert error.startswith(ERROR) and "\n" not in error and "Traceback" not in error, error
     return error
 
 

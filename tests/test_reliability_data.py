@@ -20,6 +20,7 @@ from PIL import Image
 import data
 from common.cli import run_cli
 from data import cache, cifar, decode, tiny_imagenet
+from tests.helpers import ERROR
 from tests.test_datasets import _cifar_batch, _write_batch
 from tests.test_tiny_imagenet import COLORS, WNIDS, _zip_folder, write_tiny_imagenet
 
@@ -44,7 +45,7 @@ def _one_line_error(capsys, function) -> str:
     captured = capsys.readouterr()
     assert status == 2, captured.err
     lines = captured.err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), captured.err
+    assert len(lines) == 1 and lines[0].startswith(ERROR), captured.err
     return lines[0]
 
 

@@ -15,7 +15,7 @@ from training import trainer
 from common.run_folder import read_history
 from training.callbacks import ResumableEarlyStopping, ResumableReduceLROnPlateau
 from training.recipes import get_recipe, override
-from tests.helpers import CrashAfter
+from tests.helpers import ERROR, CrashAfter
 
 FAST = dict(dataset="digits", classes=4, per_class=40, verbose=0)
 
@@ -116,7 +116,7 @@ def test_cli_errors_are_one_line_with_exit_status_2(argv, needle, capsys, tmp_pa
     monkeypatch.chdir(tmp_path)
     assert train_cli.run_cli(train_cli.main, argv) == 2
     error = capsys.readouterr().err.strip()
-    assert needle in error and "\n" not in error and error.startswith("error: ")
+    assert needle in error and "\n" not in error and error.startswith(ERROR)
     assert not (tmp_path / "runs").exists()
 
 

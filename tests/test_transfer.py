@@ -14,6 +14,7 @@ from models import transfer
 from training import phases, trainer
 from common.run_folder import read_history
 from training.recipes import get_recipe, override
+from tests.helpers import ERROR
 
 
 @functools.lru_cache(maxsize=None)
@@ -96,7 +97,7 @@ def test_offline_imagenet_weights_fail_with_one_clear_line(monkeypatch, capsys, 
     argv = ["vgg19_transfer", "--dataset", "digits", "--classes", "3", "--per-class", "4", "--backbone-size", "32"]
     assert train_cli.run_cli(train_cli.main, argv) == 2
     error = capsys.readouterr().err.strip()
-    assert error.startswith("error: Cannot download the ImageNet weights of vgg19") and "\n" not in error
+    assert error.startswith(ERROR + "Cannot download the ImageNet weights of vgg19") and "\n" not in error
     assert "--weights none" in error
 
 

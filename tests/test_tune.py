@@ -15,6 +15,7 @@ import train as train_cli
 import tune as tune_cli
 from common.run_folder import read_history
 from training import trainer, tuning
+from tests.helpers import ERROR
 
 DATA = ["--dataset", "digits", "--classes", "4", "--per-class", "40"]
 TINY = ["cis680_allconv", *DATA, "--epochs", "1", "--quiet"]
@@ -142,7 +143,7 @@ def test_cli_errors_are_one_line_with_exit_status_2(argv, needle, capsys, tmp_pa
     monkeypatch.chdir(tmp_path)
     assert tune_cli.run_cli(tune_cli.main, [*argv, "--dataset", "digits"]) == 2
     error = capsys.readouterr().err.strip()
-    assert needle in error and "\n" not in error and error.startswith("error: ")
+    assert needle in error and "\n" not in error and error.startswith(ERROR)
     assert not (tmp_path / "tuning").exists()
 
 
