@@ -184,31 +184,45 @@ def selected_configs(args) -> list[str]:
 
 def render_plan(configs: list[str], seeds: list[int], records: dict, autoattack: bool = True) -> str:
     """Markdown: per configuration, the seeds each stage has a record for and the measured CPU minutes of one
-    run (training plus core evaluation, mean over the records that have both); then what is left and what
-    the measured part of it costs. A configuration never run has no cost to go by and is counted apart."""
+    run (training plus core evaluation, mean over the records that have both; and of one AutoAttack pass);
+    then what is left and what the measured part of it costs. A stage never run for a configuration has no
+    cost to go by and is counted apart: an AutoAttack pass costs far more on a robust model than on another."""
     stages = ("train", "core", "autoattack") if autoattack else ("train", "core")
     lines = ["| configuration | " + " | ".join(f"{stage} (seeds)" for stage in stages)
-             + " | CPU min per run (train + core) |", "| --- |" + " --- |" * len(stages) + " ---: |"]
-    left, measured_minutes, unmeasured = {stage: 0 for stage in stages}, 0.0, []
+             + " | CPU min per run (train + core) |" + (" CPU min per AutoAttack pass |" if autoattack else ""),
+             "| --- |" + " --- |" * len(stages) + " ---: |" + (" ---: |" if autoattack else "")]
+    left = {stage: 0 for stage in stages}
+    minutes = {"run": 0.0, "autoattack": 0.0}
+    unmeasured = {"run": [], "autoattack": []}
+
+    def mean_minutes(values):
+        return sum(values) / len(values) / 60 if values else None
+
     for config in configs:
         found = {seed: records.get(f"{config}-s{seed}", {}).get("cpu_seconds", {}) for seed in seeds}
         spent = [record.get("cpu_seconds", {}) for record in records.values() if record.get("config") == config]
-        costs = [run["train"] + run["core"] for run in spent
-                 if run.get("train") is not None and run.get("core") is not None]
-        cost = sum(costs) / len(costs) / 60 if costs else None
+        cost = {"run": mean_minutes([run["train"] + run["core"] for run in spent
+                                     if run.get("train") is not None and run.get("core") is not None]),
+                "autoattack": mean_minutes([run["autoattack"] for run in spent if run.get("autoattack") is not None])}
         cells = [", ".join(str(seed) for seed in seeds if stage in found[seed]) or "–" for stage in stages]
-        lines.append(f"| {config} | " + " | ".join(cells) + f" | {f'{cost:.0f}' if cost else '–'} |")
+        costs = [cost["run"]] + ([cost["autoattack"]] if autoattack else [])
+        lines.append(f"| {config} | " + " | ".join(cells) + " | "
+                     + " | ".join(f"{value:.0f}" if value else "–" for value in costs) + " |")
         for stage in stages:
             left[stage] += sum(stage not in found[seed] for seed in seeds)
-        runs_left = sum("train" not in found[seed] for seed in seeds)
-        if runs_left and cost is None:
-            unmeasured.append(config)
-        measured_minutes += runs_left * (cost or 0.0)
+        to_do = {"run": sum("train" not in found[seed] for seed in seeds),
+                 "autoattack": sum("autoattack" not in found[seed] for seed in seeds) if autoattack else 0}
+        for part, count in to_do.items():
+            if count and cost[part] is None:
+                unmeasured[part].append(config)
+            minutes[part] += count * (cost[part] or 0.0)
     summary = (f"Left: {left['train']} trainings, {left['core']} core evaluations"
-               + (f", {left['autoattack']} AutoAttack passes (not costed)" if autoattack else "")
-               + f". The trainings of measured configurations: about {measured_minutes / 60:.1f} CPU hours with "
-               "their core evaluations")
-    summary += (f"; not yet measured: {', '.join(unmeasured)}." if unmeasured else ".")
+               + (f", {left['autoattack']} AutoAttack passes" if autoattack else "")
+               + f". Measured costs of what is left: about {minutes['run'] / 60:.1f} CPU hours of training with core "
+               "evaluations" + (f", {minutes['autoattack'] / 60:.1f} of AutoAttack" if autoattack else "") + ".")
+    for part, label in (("run", "training"), ("autoattack", "AutoAttack")):
+        if unmeasured[part]:
+            summary += f" Not yet measured ({label}): {', '.join(unmeasured[part])}."
     return "\n".join(lines) + "\n\n" + summary
 
 

@@ -109,12 +109,14 @@ def test_the_plan_shows_what_each_stage_has_and_costs_what_is_left():
                "da-s1": {"config": "da", "cpu_seconds": {"train": 2100.0, "core": 300.0, "autoattack": 900.0}},
                "vanilla-s0": {"config": "vanilla", "cpu_seconds": {"train": None, "core": 250.0}}}
     text = bench.render_plan(["da", "vanilla"], [0, 1, 2], records)
-    assert "| da | 0, 1 | 0, 1 | 1 | 35 |" in text  # (1800 + 2400) / 2 s = 35 min
-    assert "| vanilla | 0 | 0 | – | – |" in text  # an adopted run has no training cost
+    assert "| da | 0, 1 | 0, 1 | 1 | 35 | 15 |" in text  # (1800 + 2400) / 2 s = 35 min; 900 s of AutoAttack
+    assert "| vanilla | 0 | 0 | – | – | – |" in text  # an adopted run has no training cost
     assert "Left: 3 trainings, 3 core evaluations, 5 AutoAttack passes" in text
-    assert "about 0.6 CPU hours" in text and "not yet measured: vanilla." in text  # da-s2's 35 min
+    # da-s2's 35 min of training; da-s0's and da-s2's 15 min of AutoAttack
+    assert "about 0.6 CPU hours of training with core evaluations, 0.5 of AutoAttack" in text
+    assert "Not yet measured (training): vanilla." in text and "Not yet measured (AutoAttack): vanilla." in text
 
 
 def test_plan_runs_nothing(fake_scripts, capsys):
     assert run_cli(bench.main, ["imt", "--plan", "--seeds", "0"]) == 0
-    assert fake_scripts == [] and "| noise-da | – | – | – | – |" in capsys.readouterr().out
+    assert fake_scripts == [] and "| noise-da | – | – | – | – | – |" in capsys.readouterr().out
