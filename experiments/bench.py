@@ -188,12 +188,16 @@ def render_plan(configs: list[str], seeds: list[int], records: dict, autoattack:
     then what is left and what the measured part of it costs. A stage never run for a configuration has no
     cost to go by and is counted apart: an AutoAttack pass costs far more on a robust model than on another."""
     stages = ("train", "core", "autoattack") if autoattack else ("train", "core")
-    lines = ["| configuration | " + " | ".join(f"{stage} (seeds)" for stage in stages)
-             + " | CPU min per run (train + core) |" + (" CPU min per AutoAttack pass |" if autoattack else ""),
-             "| --- |" + " --- |" * len(stages) + " ---: |" + (" ---: |" if autoattack else "")]
+    # The stages with a cost column: a missing "train" costs a training and its core evaluation.
+    costed = {"train": ("CPU min per run (train + core)", "training"),
+              "autoattack": ("CPU min per AutoAttack pass", "AutoAttack")}
+    costed = {stage: costed[stage] for stage in stages if stage in costed}
+    lines = ["| configuration | " + " | ".join([f"{stage} (seeds)" for stage in stages]
+                                               + [header for header, _ in costed.values()]) + " |",
+             "| --- |" + " --- |" * len(stages) + " ---: |" * len(costed)]
     left = {stage: 0 for stage in stages}
-    minutes = {"run": 0.0, "autoattack": 0.0}
-    unmeasured = {"run": [], "autoattack": []}
+    minutes = {stage: 0.0 for stage in costed}
+    unmeasured = {stage: [] for stage in costed}
 
     def mean_minutes(values):
         return sum(values) / len(values) / 60 if values else None
@@ -201,28 +205,26 @@ def render_plan(configs: list[str], seeds: list[int], records: dict, autoattack:
     for config in configs:
         found = {seed: records.get(f"{config}-s{seed}", {}).get("cpu_seconds", {}) for seed in seeds}
         spent = [record.get("cpu_seconds", {}) for record in records.values() if record.get("config") == config]
-        cost = {"run": mean_minutes([run["train"] + run["core"] for run in spent
-                                     if run.get("train") is not None and run.get("core") is not None]),
+        cost = {"train": mean_minutes([run["train"] + run["core"] for run in spent
+                                       if run.get("train") is not None and run.get("core") is not None]),
                 "autoattack": mean_minutes([run["autoattack"] for run in spent if run.get("autoattack") is not None])}
+        missing = {stage: sum(stage not in found[seed] for seed in seeds) for stage in stages}
         cells = [", ".join(str(seed) for seed in seeds if stage in found[seed]) or "–" for stage in stages]
-        costs = [cost["run"]] + ([cost["autoattack"]] if autoattack else [])
-        lines.append(f"| {config} | " + " | ".join(cells) + " | "
-                     + " | ".join(f"{value:.0f}" if value else "–" for value in costs) + " |")
+        cells += [f"{cost[stage]:.0f}" if cost[stage] else "–" for stage in costed]
+        lines.append(f"| {config} | " + " | ".join(cells) + " |")
         for stage in stages:
-            left[stage] += sum(stage not in found[seed] for seed in seeds)
-        to_do = {"run": sum("train" not in found[seed] for seed in seeds),
-                 "autoattack": sum("autoattack" not in found[seed] for seed in seeds) if autoattack else 0}
-        for part, count in to_do.items():
-            if count and cost[part] is None:
-                unmeasured[part].append(config)
-            minutes[part] += count * (cost[part] or 0.0)
+            left[stage] += missing[stage]
+        for stage in costed:
+            if missing[stage] and cost[stage] is None:
+                unmeasured[stage].append(config)
+            minutes[stage] += missing[stage] * (cost[stage] or 0.0)
     summary = (f"Left: {left['train']} trainings, {left['core']} core evaluations"
                + (f", {left['autoattack']} AutoAttack passes" if autoattack else "")
-               + f". Measured costs of what is left: about {minutes['run'] / 60:.1f} CPU hours of training with core "
+               + f". Measured costs of what is left: about {minutes['train'] / 60:.1f} CPU hours of training with core "
                "evaluations" + (f", {minutes['autoattack'] / 60:.1f} of AutoAttack" if autoattack else "") + ".")
-    for part, label in (("run", "training"), ("autoattack", "AutoAttack")):
-        if unmeasured[part]:
-            summary += f" Not yet measured ({label}): {', '.join(unmeasured[part])}."
+    for stage, (_, label) in costed.items():
+        if unmeasured[stage]:
+            summary += f" Not yet measured ({label}): {', '.join(unmeasured[stage])}."
     return "\n".join(lines) + "\n\n" + summary
 
 
