@@ -1,5 +1,5 @@
 """The synthetic-data ablation as a Markdown table (val top-1 by synthetic fraction: mean ± std over seeds, and
-the paired difference to 0% with its standard error), and a GAN run's scored epochs as a table.
+the paired difference to 0% with its standard error and 95 % interval), and a GAN run's scored epochs as a table.
 
     python -m analysis.gan_ablation runs/syn-0.0-s0 runs/syn-0.1-s0 ... --out results/gan/ablation.md
     python -m analysis.gan_ablation --gan-run runs/cgan-tiny10 --out results/gan/history.md
@@ -17,7 +17,7 @@ import sys
 
 from common.cli import run_cli
 from common.run_folder import read_json, write_text
-from common.stats import paired
+from common.stats import interval, paired
 
 
 def run_row(run_dir: pathlib.Path) -> dict:
@@ -34,29 +34,32 @@ def run_row(run_dir: pathlib.Path) -> dict:
 
 def table(rows: list[dict]) -> str:
     """Markdown: one line per fraction (mean ± sample std of val top-1 in %, the paired difference to the 0%
-    arm over the seeds both ran with its standard error, the seeds, the runs)."""
+    arm over the seeds both ran with its standard error and its 95 % interval, the seeds, the runs)."""
     fractions = sorted({row["fraction"] for row in rows})
     by_seed = {fraction: {row["seed"]: 100.0 * row["val_top1"] for row in rows if row["fraction"] == fraction}
                for fraction in fractions}
     lines = ["| synthetic share of each batch | val top-1 % (mean ± std) | paired Δ to 0% (± SE, pairs) "
-             "| seeds | runs |",
-             "| ---: | ---: | ---: | --- | --- |"]
+             "| 95 % interval of Δ | seeds | runs |",
+             "| ---: | ---: | ---: | ---: | --- | --- |"]
     for fraction in fractions:
         group = sorted((row for row in rows if row["fraction"] == fraction), key=lambda row: row["seed"])
         values = [100.0 * row["val_top1"] for row in group]
         spread = f"{statistics.stdev(values):.1f}" if len(values) > 1 else "n/a (1 seed)"
+        bounds = None
         if fraction == 0.0:
             difference = "baseline"
         elif 0.0 not in by_seed:
             difference = "no 0% run"
         else:
             mean, error, pairs = paired(by_seed[0.0], by_seed[fraction])
+            bounds = interval(mean, error, pairs)
             difference = (f"{mean:+.1f}" + (f" ± {error:.1f}" if error is not None else "") + f" ({pairs})"
                           if pairs else "no shared seed")
+        bounds = f"{bounds[0]:+.1f} to {bounds[1]:+.1f}" if bounds else "–"
         seeds = ", ".join(str(row["seed"]) for row in group)
         runs = " ".join(f"{row['run']} ({100 * row['val_top1']:.1f})" for row in group)
-        lines.append(f"| {100 * fraction:.0f}% | {statistics.mean(values):.1f} ± {spread} | {difference} | {seeds} "
-                     f"| {runs} |")
+        lines.append(f"| {100 * fraction:.0f}% | {statistics.mean(values):.1f} ± {spread} | {difference} | {bounds} "
+                     f"| {seeds} | {runs} |")
     return "\n".join(lines)
 
 

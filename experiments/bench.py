@@ -8,7 +8,7 @@
 Configurations, tables and the protocol are in experiments/robust_methods.py. Every (configuration, seed)
 is trained with train.py into runs/bench/<config>-s<seed> and evaluated with evaluate.py; its numbers
 (never the model) go to the committed record results/bench/runs.json with the commands, the commit and
-the CPU seconds of each stage. A stage with a record is never run again, so a later session on another
+the CPU seconds of each stage. A stage with a record is never run again, so a later invocation on another
 machine continues where this one stopped; an interrupted training resumes from its run folder. Order:
 seed by seed, the baseline first, so a partial bench has seed 0 of every row; AutoAttack (far the
 costliest) runs in a second pass unless --no-autoattack. Tables go to results/bench/<table>.md.

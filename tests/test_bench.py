@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from common.cli import run_cli
-from common.stats import paired
+from common.stats import interval, paired
 from experiments import bench
 from experiments.robust_methods import EPS, SNRS, render, render_claims, verdict
 
@@ -68,6 +68,9 @@ def test_paired_difference_and_its_standard_error():
     mean, error, pairs = paired({0: 50.0, 1: 60.0, 2: 55.0}, {0: 52.0, 1: 61.0, 3: 90.0})
     assert (mean, pairs) == (1.5, 2) and error == pytest.approx(np.std([2.0, 1.0], ddof=1) / np.sqrt(2))
     assert paired({0: 50.0}, {1: 40.0})[2] == 0
+    # Student's t at 2 degrees of freedom (4.303), not the normal 1.96; no interval from one pair.
+    assert interval(1.0, 1.0, 3) == pytest.approx((1.0 - 4.3027, 1.0 + 4.3027), abs=1e-4)
+    assert interval(1.0, None, 1) is None
 
 
 def test_table_shows_counts_spread_and_paired_differences():
@@ -91,16 +94,21 @@ def test_bad_arguments_stop_before_any_run(fake_scripts, capsys, argv, message):
     assert message in capsys.readouterr().err and not fake_scripts and not bench.RECORDS.exists()
 
 
-def test_claim_verdicts_need_three_paired_seeds_and_two_standard_errors():
+def test_claim_verdicts_need_three_paired_seeds_and_a_95_percent_interval():
+    # With 3 pairs the interval is mean ± 4.30 SE: 5 ± 1 excludes 0, 4 ± 1 does not.
     assert verdict(5.0, 1.0, 2, +1) == "not resolved yet (2 seeds)"
     assert verdict(5.0, 1.0, 3, +1) == "confirmed" and verdict(-5.0, 1.0, 3, +1) == "refuted"
-    assert verdict(1.0, 1.0, 3, -1) == "not resolved at this scale (within 2 SE)"
-    assert verdict(1.0, 1.0, 3, 0).startswith("confirmed") and verdict(3.0, 1.0, 3, 0) == "refuted"
+    assert verdict(4.0, 1.0, 3, +1) == "not resolved at this scale (95 % interval includes 0)"
+    assert verdict(4.0, 1.0, 5, +1) == "confirmed"  # t at 4 degrees of freedom is 2.78
+    # No-difference claims: the interval within ±2 points confirms, one that excludes 0 refutes.
+    assert verdict(0.5, 0.3, 3, 0).startswith("confirmed") and verdict(3.0, 0.5, 3, 0) == "refuted"
+    assert verdict(0.5, 1.0, 3, 0) == "not resolved at this scale (95 % interval too wide)"
     records = {f"{config}-s{seed}": {"config": config, "seed": seed,
                                      "numbers": {"model.keras": {"val top-1": value + seed / 100}}}
                for config, value in (("vanilla", 0.50), ("da", 0.60)) for seed in (0, 1, 2)}
     assert ("**confirmed** — Data augmentation raises clean accuracy (49.1 → 62.4 %) (IMT Table 2): "
-            "da (flip and shift) vs vanilla (no augmentation), val top-1: +10.0 ± 0.0 points (3 pairs)") \
+            "da (flip and shift) vs vanilla (no augmentation), val top-1: +10.0 ± 0.0 points (3 pairs; 95 % interval "
+            "+10.0 to +10.0)") \
         in render_claims(records)
 
 
