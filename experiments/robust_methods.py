@@ -9,6 +9,8 @@ val images) with its standard error: sd(differences) / sqrt(pairs).
 """
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 
 from common.stats import interval, paired
@@ -84,13 +86,13 @@ def columns(stage: str, record: dict) -> dict[str, float]:
 
 def model_rows(name: str) -> list[tuple[str, str, str]]:
     """(config, model file, label) per row of table ``name``; a dual-BN run gives a row per BN."""
-    rows = []
-    for config in TABLES[name]["rows"]:
-        label, _, files = CONFIGS[config]
-        for file in files:
-            rows.append((config, file, label + (" — auxiliary BN" if "adv-bn" in file else
-                                                " — main BN" if len(files) > 1 else "")))
-    return rows
+    return [(config, file, row_label(config, file)) for config in TABLES[name]["rows"] for file in CONFIGS[config][2]]
+
+
+def row_label(config: str, file: str) -> str:
+    """The label of one model file of ``config``; a dual-BN run names which BN its file uses."""
+    label, _, files = CONFIGS[config]
+    return label + (" — auxiliary BN" if "adv-bn" in file else " — main BN" if len(files) > 1 else "")
 
 
 def _values(records: dict, config: str, file: str, column: str) -> dict[int, float]:
@@ -153,32 +155,47 @@ def render(name: str, records: dict, rebuild: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-# (claim, its source, table, configuration, the configuration it is compared with, column, expected sign of
-# configuration − comparison: +1, -1, or 0 for "no difference").
+class Claim(NamedTuple):
+    """One claim of a report, judged by the paired effect ``config`` − ``comparison`` in ``column``."""
+    text: str  # the claim, with the report's own numbers in brackets
+    source: str
+    table: str
+    config: str
+    comparison: str
+    column: str
+    sign: int  # the effect the claim expects: +1, -1, or 0 for "no difference"
+    file: str = ""  # the model file of ``config`` ("" is model.keras; a dual-BN run's other BN is another file)
+
+
 CLAIMS = [
-    ("Data augmentation raises clean accuracy (49.1 → 62.4 %)", "IMT Table 2", "imt", "da", "vanilla",
-     "val top-1", +1),
-    ("Adversarial (noise) training raises accuracy under FGSM at 50 dB (11.9 → 41.7 %)", "IMT Table 2", "imt",
-     "noise-da", "da", "FGSM 50 dB", +1),
-    ("Adversarial (noise) training raises accuracy at 33 dB (1.9 → 3.1 %)", "IMT Table 2", "imt", "noise-da", "da",
-     "FGSM 33 dB", +1),
-    ("Smoothness keeps the clean accuracy of da (62.4 → 63.8 %)", "IMT Table 2", "imt", "smooth-da", "da",
-     "val top-1", 0),
-    ("Smoothness does not help robustness with data augmentation (33 dB: 1.9 → 1.4 %)", "IMT Table 2", "imt",
-     "smooth-da", "da", "FGSM 33 dB", 0),
-    ("Parseval costs clean accuracy (Adv + da 61.0 → Adv + Psv + da 56.9 %)", "IMT Table 2", "imt",
-     "noise-parseval-da", "noise-da", "val top-1", -1),
-    ("Parseval raises accuracy at 33 dB (3.1 → 12.4 %)", "IMT Table 2", "imt", "noise-parseval-da", "noise-da",
-     "FGSM 33 dB", +1),
-    ("100 % adversarial training (no clean images) costs clean accuracy", "Xie & Yuille", "xie", "pgd100-shared",
-     "da", "val top-1", -1),
-    ("Dual BN recovers clean accuracy that training on clean + adversarial images with one BN loses",
-     "Xie & Yuille", "xie", "pgd100-clean-dual", "pgd100-clean-shared", "val top-1", +1),
-    ("AdvProp raises clean accuracy", "Xie & Yuille (AdvProp)", "xie", "advprop", "da", "val top-1", +1),
-    ("PGD-AT is more robust under AutoAttack than FGSM-AT", "robustness comparison", "robustness", "pgd-at",
-     "fgsm-at", "AA 2/255", +1),
-    ("Fast AT raises AutoAttack accuracy over standard training", "robustness comparison", "robustness", "fast-at",
-     "da", "AA 2/255", +1),
+    Claim("Data augmentation raises clean accuracy (49.1 → 62.4 %)", "IMT Table 2", "imt", "da", "vanilla",
+          "val top-1", +1),
+    Claim("Adversarial (noise) training raises accuracy under FGSM at 50 dB (11.9 → 41.7 %)", "IMT Table 2",
+          "imt", "noise-da", "da", "FGSM 50 dB", +1),
+    Claim("Adversarial (noise) training raises accuracy at 33 dB (1.9 → 3.1 %)", "IMT Table 2", "imt",
+          "noise-da", "da", "FGSM 33 dB", +1),
+    Claim("Smoothness keeps the clean accuracy of da (62.4 → 63.8 %)", "IMT Table 2", "imt", "smooth-da", "da",
+          "val top-1", 0),
+    Claim("Smoothness does not help robustness with data augmentation (33 dB: 1.9 → 1.4 %)", "IMT Table 2",
+          "imt", "smooth-da", "da", "FGSM 33 dB", 0),
+    Claim("Parseval costs clean accuracy (Adv + da 61.0 → Adv + Psv + da 56.9 %)", "IMT Table 2", "imt",
+          "noise-parseval-da", "noise-da", "val top-1", -1),
+    Claim("Parseval raises accuracy at 33 dB (3.1 → 12.4 %)", "IMT Table 2", "imt", "noise-parseval-da",
+          "noise-da", "FGSM 33 dB", +1),
+    Claim("100 % adversarial training (no clean images) costs clean accuracy (ResNet-152: 77 → 62.1 %)",
+          "Xie & Yuille", "xie", "pgd100-shared", "da", "val top-1", -1),
+    Claim("Training on adversarial images alone, without clean ones, raises robustness (PGD-2000: +18.3 points)",
+          "Xie & Yuille", "xie", "pgd100-shared", "pgd100-clean-shared", "PGD-10 2/255", +1),
+    Claim("With clean images in training, a separate BN for the adversarial ones raises robustness",
+          "Xie & Yuille", "xie", "pgd100-clean-dual", "pgd100-clean-shared", "PGD-10 2/255", +1,
+          "model-adv-bn.keras"),
+    Claim("Dual BN recovers clean accuracy that training on clean + adversarial images with one BN loses",
+          "Xie & Yuille", "xie", "pgd100-clean-dual", "pgd100-clean-shared", "val top-1", +1),
+    Claim("AdvProp raises clean accuracy", "Xie & Yuille (AdvProp)", "xie", "advprop", "da", "val top-1", +1),
+    Claim("PGD-AT is more robust under AutoAttack than FGSM-AT", "robustness comparison", "robustness",
+          "pgd-at", "fgsm-at", "AA 2/255", +1),
+    Claim("Fast AT raises AutoAttack accuracy over standard training", "robustness comparison", "robustness",
+          "fast-at", "da", "AA 2/255", +1),
 ]
 SEEDS_NEEDED = 3
 # A no-difference claim ("keeps the clean accuracy") holds when the whole 95 % interval of the effect lies
@@ -213,12 +230,15 @@ def render_claims(records: dict) -> str:
              "confirmed or refuted when the interval excludes 0; a claim of no difference is confirmed when the "
              f"interval lies within ±{EQUIVALENCE_MARGIN:g} points and refuted when it excludes 0. Rebuild: "
              "`python -m experiments.bench imt xie robustness --table-only`.", ""]
-    for claim, source, table, config, comparison, column, sign in CLAIMS:
-        mean, error, pairs = paired(_values(records, comparison, "", column), _values(records, config, "", column))
+    for claim in CLAIMS:
+        column = claim.column
+        mean, error, pairs = paired(_values(records, claim.comparison, "", column),
+                                    _values(records, claim.config, claim.file, column))
         bounds = interval(mean, error, pairs)
         effect = "no pairs yet" if not pairs else f"{mean:+.1f}" + (f" ± {error:.1f}" if error is not None else "") \
             + f" points ({pairs} pair{'s' if pairs != 1 else ''}" \
             + (f"; 95 % interval {bounds[0]:+.1f} to {bounds[1]:+.1f})" if bounds else ")")
-        lines.append(f"- **{verdict(mean, error, pairs, sign)}** — {claim} ({source}): {CONFIGS[config][0]} vs "
-                     f"{CONFIGS[comparison][0]}, {column}: {effect}. Table: [{table}](bench/{table}.md).")
+        lines.append(f"- **{verdict(mean, error, pairs, claim.sign)}** — {claim.text} ({claim.source}): "
+                     f"{row_label(claim.config, claim.file)} vs {CONFIGS[claim.comparison][0]}, {column}: {effect}. "
+                     f"Table: [{claim.table}](bench/{claim.table}.md).")
     return "\n".join(lines) + "\n"

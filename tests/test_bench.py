@@ -112,6 +112,16 @@ def test_claim_verdicts_need_three_paired_seeds_and_a_95_percent_interval():
         in render_claims(records)
 
 
+def test_a_claim_on_the_auxiliary_bn_reads_that_model_file():
+    records = {f"{config}-s{seed}": {"config": config, "seed": seed, "numbers": {
+        "model.keras": {"PGD-10 2/255": main + seed / 100}, "model-adv-bn.keras": {"PGD-10 2/255": aux + seed / 100}}}
+        for config, main, aux in (("pgd100-clean-shared", 0.20, 0.0), ("pgd100-clean-dual", 0.10, 0.30))
+        for seed in (0, 1, 2)}
+    line = next(line for line in render_claims(records).splitlines() if "separate BN" in line)
+    # The auxiliary BN's 30 % against the shared run's 20 %: +10 points, not the main BN's -10.
+    assert line.startswith("- **confirmed**") and "dual BN — auxiliary BN vs" in line and "+10.0 ± 0.0" in line
+
+
 def test_the_plan_shows_what_each_stage_has_and_costs_what_is_left():
     records = {"da-s0": {"config": "da", "cpu_seconds": {"train": 1500.0, "core": 300.0}},
                "da-s1": {"config": "da", "cpu_seconds": {"train": 2100.0, "core": 300.0, "autoattack": 900.0}},
