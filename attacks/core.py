@@ -104,13 +104,17 @@ def _runner(model, name, body, jit_compile=False, **static):
     key = (name, jit_compile, tuple(sorted(static.items(), key=lambda item: item[0])))
     function = per_model.get(key)
     if function is None:
-        # A weak reference, or the cached closure would keep its own key (the model) alive.
-        model_ref = weakref.ref(model)
-        function = tf.function(
-            lambda *args: body(model_ref(), *args, **static), jit_compile=jit_compile, reduce_retracing=True
-        )
+        # A weak reference, or the cached function would keep its own key (the model) alive. A partial, not a
+        # lambda: TF counts retracing per code object, so every runner's lambda would share one count and its
+        # first traces would add up to a false "excessive retracing" warning.
+        bound = functools.partial(_call_with_model, weakref.ref(model), body, static)
+        function = tf.function(bound, jit_compile=jit_compile, reduce_retracing=True)
         per_model[key] = function
     return function
+
+
+def _call_with_model(model_ref, body, static, *args):
+    return body(model_ref(), *args, **static)
 
 
 def _float_logits(model, x):

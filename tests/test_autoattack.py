@@ -1,6 +1,7 @@
 """APGD, APGD-T, Square and the AutoAttack ledger, on tiny models and hand-made logits."""
 from __future__ import annotations
 
+import logging
 import math
 
 import keras
@@ -184,6 +185,23 @@ def test_a_model_robust_to_nothing_has_zero_worst_case_accuracy():
     assert result["ledger"][-1]["attack"] == "square" and result["ledger"][-1]["attacked"] == 0
     assert result["within_threat_model"] and result["max_perturbation"] <= EPS + 1e-6
     assert result["threat_model"] == "Linf" and result["eps"] == "8/255" and "FAB-T" in result["fab_t"]
+
+
+def test_autoattack_at_two_budgets_warns_of_no_retracing():
+    """Each attack's function traces at most twice (a full batch, then a shrinking one); TF must not add those
+    first traces up across attacks into an "excessive retracing" warning."""
+    model, x = small_net(), images(24)
+    labels = predictions(model, x).numpy()
+    messages = []
+    handler = logging.Handler()
+    handler.emit = lambda record: messages.append(record.getMessage())
+    tf.get_logger().addHandler(handler)
+    try:
+        for eps in (2 / 255, 4 / 255):
+            autoattack.autoattack(model, x.numpy(), labels, eps=eps, steps=3, targets=3, queries=5, batch_size=12)
+    finally:
+        tf.get_logger().removeHandler(handler)
+    assert not [message for message in messages if "retracing" in message]
 
 
 @pytest.mark.slow
