@@ -20,8 +20,9 @@ CLASSES = 10
 # images per class, all 500 val images, 32x32, flip-and-shift augmentation ("da"), Adam 1e-3 with
 # ReduceLROnPlateau (x0.316 after 3 epochs without a better val accuracy) and early stopping after 6,
 # at most 40 epochs: the same budget for every row.
+EPOCHS, PATIENCE = 40, 6
 PROTOCOL = ["resnet18_maxpool", "--classes", str(CLASSES), "--image-size", "32", "--augment", "flip_shift",
-            "--epochs", "40", "--reduce-lr-patience", "3", "--early-stopping-patience", "6", "--quiet"]
+            "--epochs", str(EPOCHS), "--reduce-lr-patience", "3", "--early-stopping-patience", str(PATIENCE), "--quiet"]
 NOISE = ["--noise-snr", "33"]  # the IMT report's "Adv": truncated Gaussian noise at the 33 dB magnitude
 PARSEVAL = ["--parseval", "0.01"]
 SMOOTH = ["--smoothness", "0.01", "--smoothness-power", "2"]
@@ -148,11 +149,29 @@ def render(name: str, records: dict, rebuild: str) -> str:
               for stage in ("train", "core", "autoattack")]
     unknown = sum(value is None for value in stages)
     hours = sum(value or 0.0 for value in stages) / 3600
+    lines += ["", convergence(used)]
     lines += ["", f"CPU time of the runs above (training and evaluation, all processes): {hours:.1f} CPU hours "
               f"over {len(used)} runs" + (f", {unknown} stage(s) of runs trained outside the bench (adopted) not counted" if unknown
                                           else "") + " (per-run figures in [runs.json](runs.json)).", "",
               f"Rebuild from the records: `{rebuild}`; the commands of each run are in runs.json."]
     return "\n".join(lines) + "\n"
+
+
+def convergence(records: list[dict]) -> str:
+    """One line: did every training stop on its own (val accuracy flat for PATIENCE epochs), or which runs
+    reached the EPOCHS budget with their best epoch among the last PATIENCE (still improving, so below where
+    they would converge)?"""
+    trained = [record for record in records if "training" in record]
+    capped = [record for record in trained if record["training"]["epochs"] >= EPOCHS
+              and record["training"]["best_epoch"] > EPOCHS - PATIENCE]
+    if not capped:
+        return (f"Convergence: all {len(trained)} trainings with a record stopped early (val top-1 flat for "
+                f"{PATIENCE} epochs) within the {EPOCHS}-epoch budget.")
+    named = ", ".join(f"{record['config']}-s{record['seed']} (best epoch {record['training']['best_epoch']})"
+                      for record in sorted(capped, key=lambda record: (record["config"], record["seed"])))
+    return (f"Convergence: {len(trained) - len(capped)} of {len(trained)} trainings stopped early (val top-1 flat "
+            f"for {PATIENCE} epochs); {named} reached the {EPOCHS}-epoch budget still improving, so may sit "
+            "slightly below where it would converge.")
 
 
 class Claim(NamedTuple):

@@ -10,7 +10,7 @@ import pytest
 from common.cli import run_cli
 from common.stats import interval, paired
 from experiments import bench
-from experiments.robust_methods import EPS, SNRS, render, render_claims, verdict
+from experiments.robust_methods import EPS, SNRS, convergence, render, render_claims, verdict
 
 
 def robustness_record(clean):
@@ -84,6 +84,16 @@ def test_table_shows_counts_spread_and_paired_differences():
     assert "| Smooth + da (γ 0.01, m 2) | -2.5 ± 0.5 (2) |" in text
     assert "| vanilla (no augmentation) | 0 | – |" in text
     assert "4.0 CPU hours over 4 runs, 4 stage(s) of runs trained outside the bench (adopted) not counted" in text
+
+
+def test_a_training_that_reached_the_epoch_budget_still_improving_is_named():
+    def record(seed, epochs, best):
+        return {"config": "da", "seed": seed, "training": {"epochs": epochs, "best_epoch": best}}
+    stopped = {"da-s0": record(0, 27, 21), "da-s1": record(1, 40, 34)}  # 6 epochs flat: stopped at the cap
+    assert convergence(list(stopped.values())).startswith("Convergence: all 2 trainings with a record stopped early")
+    capped = {**stopped, "da-s2": record(2, 40, 36)}
+    text = render("imt", capped, "rebuild")
+    assert "2 of 3 trainings stopped early" in text and "da-s2 (best epoch 36) reached the 40-epoch budget" in text
 
 
 @pytest.mark.parametrize("argv, message", [(["imt", "--seeds", "0", "0"], "repeats a seed"),
