@@ -17,7 +17,7 @@ import sys
 
 from common.cli import run_cli
 from common.run_folder import read_json, write_text
-from common.stats import interval, paired
+from common.stats import difference_text, interval, paired
 
 
 def run_row(run_dir: pathlib.Path) -> dict:
@@ -53,8 +53,7 @@ def table(rows: list[dict]) -> str:
         else:
             mean, error, pairs = paired(by_seed[0.0], by_seed[fraction])
             bounds = interval(mean, error, pairs)
-            difference = (f"{mean:+.1f}" + (f" ± {error:.1f}" if error is not None else "") + f" ({pairs})"
-                          if pairs else "no shared seed")
+            difference = f"{difference_text(mean, error)} ({pairs})" if pairs else "no shared seed"
         bounds = f"{bounds[0]:+.1f} to {bounds[1]:+.1f}" if bounds else "–"
         seeds = ", ".join(str(row["seed"]) for row in group)
         runs = " ".join(f"{row['run']} ({100 * row['val_top1']:.1f})" for row in group)

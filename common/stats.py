@@ -18,6 +18,11 @@ def paired(baseline: dict[int, float], other: dict[int, float]) -> tuple[float, 
     return float(differences.mean()), error, len(differences)
 
 
+def difference_text(mean: float, error: float | None) -> str:
+    """A paired difference as the tables print it: "+1.9 ± 0.1" (no "±" where one pair leaves no error)."""
+    return f"{mean:+.1f}" + (f" ± {error:.1f}" if error is not None else "")
+
+
 def interval(mean: float, error: float | None, pairs: int, confidence: float = 0.95) -> tuple[float, float] | None:
     """The two-sided `confidence` interval of a paired mean difference: mean ± t·SE with Student's t at
     pairs − 1 degrees of freedom (None below 2 pairs). With 3 seeds t is 4.30, not the normal 1.96: two

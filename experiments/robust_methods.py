@@ -13,7 +13,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from common.stats import interval, paired
+from common.stats import difference_text, interval, paired
 
 CLASSES = 10
 # The protocol (docs/bench.md says how it was measured): Tiny ImageNet's first 10 classes, all 500 training
@@ -141,8 +141,7 @@ def render(name: str, records: dict, rebuild: str) -> str:
         cells = []
         for column in shown:
             mean, error, pairs = paired(_values(records, baseline, "", column), _values(records, config, file, column))
-            cells.append("–" if not pairs else f"{mean:+.1f}" + (f" ± {error:.1f}" if error is not None else "")
-                         + f" ({pairs})")
+            cells.append(f"{difference_text(mean, error)} ({pairs})" if pairs else "–")
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     used = [record for record in records.values() if record["config"] in table["rows"]]
     stages = [record.get("cpu_seconds", {}).get(stage, 0.0) for record in used
@@ -258,7 +257,7 @@ def render_claims(records: dict) -> str:
         mean, error, pairs = paired(_values(records, claim.comparison, "", column),
                                     _values(records, claim.config, claim.file, column))
         bounds = interval(mean, error, pairs)
-        effect = "no pairs yet" if not pairs else f"{mean:+.1f}" + (f" ± {error:.1f}" if error is not None else "") \
+        effect = "no pairs yet" if not pairs else difference_text(mean, error) \
             + f" points ({pairs} pair{'s' if pairs != 1 else ''}" \
             + (f"; 95 % interval {bounds[0]:+.1f} to {bounds[1]:+.1f})" if bounds else ")")
         lines.append(f"- **{verdict(mean, error, pairs, claim.sign)}** — {claim.text} ({claim.source}): "

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from common.cli import run_cli
-from common.stats import interval, paired
+from common.stats import difference_text, interval, paired
 from experiments import bench
 from experiments.robust_methods import EPS, SNRS, convergence, render, render_claims, verdict
 
@@ -71,6 +71,7 @@ def test_paired_difference_and_its_standard_error():
     # Student's t at 2 degrees of freedom (4.303), not the normal 1.96; no interval from one pair.
     assert interval(1.0, 1.0, 3) == pytest.approx((1.0 - 4.3027, 1.0 + 4.3027), abs=1e-4)
     assert interval(1.0, None, 1) is None
+    assert (difference_text(1.46, 0.04), difference_text(-2.0, None)) == ("+1.5 ± 0.0", "-2.0")
 
 
 def test_table_shows_counts_spread_and_paired_differences():
