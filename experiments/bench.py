@@ -26,7 +26,7 @@ import sys
 from analysis import results_table
 from common import cli
 from common.cli import run_cli
-from common.run_folder import read_json, write_json, write_text
+from common.run_folder import read_history, read_json, write_json, write_text
 from experiments.preflight import check_experiment
 from experiments.robust_methods import (CLASSES, CONFIGS, EVALUATIONS, PROTOCOL, TABLES, columns, render,
                                         render_claims)
@@ -47,6 +47,15 @@ def run(command: list[str], log: pathlib.Path) -> tuple[int, float]:
     with open(log, "a") as handle:
         status = subprocess.run([sys.executable, *command], cwd=ROOT, stdout=handle, stderr=subprocess.STDOUT).returncode
     return status, child_cpu_seconds() - before
+
+
+def earlier_epochs_cpu(history: pathlib.Path) -> tuple[float, bool]:
+    """(CPU seconds of the epochs a run folder's history.csv already holds, whether any was estimated): each
+    row's epoch_cpu_seconds, or its epoch_seconds (wall time standing in for it) in a history written before
+    CPU was logged. The partial epoch a stop cut short and each process's start-up are in no row."""
+    rows = read_history(history)
+    estimated = any("epoch_cpu_seconds" not in row for row in rows)
+    return sum(row.get("epoch_cpu_seconds", row.get("epoch_seconds", 0.0)) for row in rows), estimated
 
 
 def commit() -> str:
@@ -96,9 +105,14 @@ def bench_run(config: str, seed: int, stage: str, args, records: dict) -> None:
             record["commit"] = commit()  # the code the run trains with
             resume = (ROOT / run_dir / "config.json").exists()
             command = ["train.py", "--resume", run_dir] if resume else train_command(config, seed, args.data, run_dir)
+            # Earlier processes of a resumed run (stopped with their sitting) are counted by their epochs.
+            earlier, estimated = earlier_epochs_cpu(ROOT / run_dir / "history.csv") if resume else (0.0, False)
             status, seconds = run(command, log)
             if status != 0:
                 raise RuntimeError(f"training {key} failed (status {status}); see {log}")
+            seconds += earlier
+            if estimated:
+                record["cpu_estimated"] = "train: epochs of earlier processes without a CPU figure counted by wall time"
         metrics = read_json(ROOT / run_dir / "metrics.json")
         record["commands"]["train"] = "python " + shlex.join(train_command(config, seed, args.data, run_dir))
         record["numbers"]["model.keras"] = {"val top-1": metrics["val_top1"]}

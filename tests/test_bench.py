@@ -32,7 +32,7 @@ def fake_scripts(tmp_path, monkeypatch):
                               if command[0] == "train.py" else command[1])
         run_dir.mkdir(parents=True, exist_ok=True)
         if command[0] == "train.py":
-            seed = int(command[command.index("--seed") + 1])
+            seed = int(run_dir.name.rsplit("-s", 1)[1])
             (run_dir / "metrics.json").write_text(json.dumps({"val_top1": 0.5 + seed / 100, "epochs": 9,
                                                               "best_epoch": 7, "final_train_accuracy": 0.8}))
         else:
@@ -62,6 +62,23 @@ def test_a_stage_with_a_record_is_never_run_again(fake_scripts):
     assert set(json.loads(bench.RECORDS.read_text())) == {"da-s0", "vanilla-s0"}
     bench.bench_run("vanilla", 0, "train", args, records)
     assert len(fake_scripts) == 3
+
+
+def test_a_resumed_training_counts_the_cpu_of_its_earlier_processes(fake_scripts):
+    args = argparse.Namespace(runs="runs/bench", data="data")
+    for seed, columns, rows in [(0, "epoch,epoch_seconds,epoch_cpu_seconds", ["0,90,100", "1,40,50"]),
+                                (1, "epoch,epoch_seconds", ["0,30"])]:  # a history from before CPU was logged
+        run_dir = bench.ROOT / "runs" / "bench" / f"da-s{seed}"
+        run_dir.mkdir(parents=True)
+        (run_dir / "config.json").write_text("{}")
+        (run_dir / "history.csv").write_text("\n".join([columns, *rows]) + "\n")
+        bench.bench_run("da", seed, "train", args, {})
+    records = json.loads(bench.RECORDS.read_text())
+    assert fake_scripts[0][:2] == ["train.py", "--resume"]
+    assert records["da-s0"]["cpu_seconds"]["train"] == 12.5 + 150 and "cpu_estimated" not in records["da-s0"]
+    assert records["da-s1"]["cpu_seconds"]["train"] == 12.5 + 30 and "wall time" in records["da-s1"]["cpu_estimated"]
+    assert "1 resumed training(s) count epochs of earlier processes by wall time" in render(
+        "imt", records, "python -m experiments.bench imt --table-only")
 
 
 def test_paired_difference_and_its_standard_error():

@@ -35,6 +35,7 @@ def test_short_run_lowers_loss_and_writes_a_complete_run_folder(tmp_path):
     history = read_history(run_dir / "history.csv")
     assert [row["epoch"] for row in history] == [0, 1, 2]
     assert history[-1]["loss"] < history[0]["loss"]
+    assert all(row["epoch_cpu_seconds"] > 0 and row["epoch_seconds"] > 0 for row in history)
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert 0.0 <= metrics["val_top1"] <= metrics["val_top3"] <= metrics["val_top5"] <= 1.0
     assert metrics["epochs"] == 3 and metrics["parameters"] > 0 and metrics["seconds_per_epoch"] > 0

@@ -12,14 +12,16 @@ from common.run_folder import TEMPORARY_MARK, read_json, write_json
 
 
 class EpochTimer(keras.callbacks.Callback):
-    """Adds ``epoch_seconds`` to the epoch logs, so it lands in history.csv."""
+    """Adds ``epoch_seconds`` (wall) and ``epoch_cpu_seconds`` (this process, all threads) to the epoch logs,
+    so they land in history.csv: a run resumed across processes still knows what each epoch cost."""
 
     def on_epoch_begin(self, epoch, logs=None):
-        self._start = time.perf_counter()
+        self._start, self._cpu_start = time.perf_counter(), time.process_time()
 
     def on_epoch_end(self, epoch, logs=None):
         if logs is not None:
             logs["epoch_seconds"] = time.perf_counter() - self._start
+            logs["epoch_cpu_seconds"] = time.process_time() - self._cpu_start
 
 
 class StopOnNonFiniteLoss(keras.callbacks.Callback):
