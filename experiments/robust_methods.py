@@ -148,12 +148,12 @@ def render(name: str, records: dict, rebuild: str) -> str:
               for stage in ("train", "core", "autoattack")]
     unknown = sum(value is None for value in stages)
     hours = sum(value or 0.0 for value in stages) / 3600
-    lines += ["", convergence(used)]
     estimated = sum("cpu_estimated" in record for record in used)
-    lines += ["", f"CPU time of the runs above (training and evaluation, all processes): {hours:.1f} CPU hours "
-              f"over {len(used)} runs" + (f", {unknown} stage(s) of runs trained outside the bench (adopted) not counted" if unknown
-                                          else "")
-              + (f"; {estimated} resumed training(s) count epochs of earlier processes by wall time" if estimated else "")
+    caveats = ([f"{unknown} stage(s) of runs trained outside the bench (adopted) not counted"] if unknown else []) \
+        + ([f"{estimated} resumed training(s) count epochs of earlier processes by wall time"] if estimated else [])
+    lines += ["", convergence(used), "",
+              f"CPU time of the runs above (training and evaluation, all processes): {hours:.1f} CPU hours over "
+              f"{len(used)} runs" + "".join(f", {caveat}" for caveat in caveats)
               + " (per-run figures in [runs.json](runs.json)).", "",
               f"Rebuild from the records: `{rebuild}`; the commands of each run are in runs.json."]
     return "\n".join(lines) + "\n"
