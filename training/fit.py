@@ -4,8 +4,9 @@
                  checkpoints=[Checkpoint(base, "model.keras")], finish=lambda rows: {...})
 
 The folder afterwards: history.csv (one row per epoch, ``epoch_seconds`` and ``epoch_cpu_seconds``
-included), each checkpoint file, fit.json (written the moment ``fit`` returns), metrics.json (``finish(rows)``) and the history
-plot. While a fit is unfinished, ``backup/`` holds BackupAndRestore's state.
+included), each checkpoint file, fit.json (written the moment ``fit`` returns), metrics.json
+(``finish(rows)``) and the history plot. While a fit is unfinished, ``backup/`` holds BackupAndRestore's
+state.
 
 What a crash can cost, at any moment: at most the epoch it interrupted (docs/reliability.md).
 - during an epoch: ``resume=True`` trims history.csv to the epochs the newest whole backup holds (an
