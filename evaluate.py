@@ -8,7 +8,9 @@ For a run folder the data flags default to the run's own; results go into its me
 (key "robustness") and robustness.md / robustness.json beside it. `--attack` takes any attack of
 the attack registry (``attacks.registry``; a plugin's too, see ``common.plugins``). `--attack autoattack` runs
 APGD-CE, APGD-T and Square (the standard AutoAttack), each on the images still robust, and adds the
-per-image worst case, each attack's ledger and its RobustBench-style record to both.
+per-image worst case, each attack's ledger and its RobustBench-style record to both. Its progress is kept
+beside them (<stem>-autoattack-<eps>.partial.npz) until they are written: the same command run again after a
+crash goes on from there.
 """
 from __future__ import annotations
 
@@ -118,6 +120,7 @@ def evaluate(args, argv, target: pathlib.Path) -> int:
     import numpy as np
 
     from analysis import robustness
+    from analysis.autoattack import remove_checkpoints
     from common.cli import dataset_of
     from common.run_folder import check_writable, read_json, write_json, write_text
     from loading.run_loader import load_run, load_split
@@ -139,6 +142,8 @@ def evaluate(args, argv, target: pathlib.Path) -> int:
         images, labels = images[chosen], labels[chosen]
     images = images.astype("float32") / 255.0
 
+    # Results, and the AutoAttack checkpoints a killed evaluation goes on from, are named after this stem.
+    stem = "robustness" if target.is_dir() else f"{target.stem}-robustness"
     result = robustness.evaluate_attacks(
         model, images, labels, attack_names=args.attack, eps_values=args.eps, snr_values=args.snr,
         pgd_steps=args.pgd_steps, restarts=args.restarts, batch_size=args.batch_size, num_classes=val.num_classes,
@@ -146,19 +151,20 @@ def evaluate(args, argv, target: pathlib.Path) -> int:
         autoattack_eps=args.autoattack_eps,
         autoattack_options=dict(version=args.version, components=args.components, steps=args.apgd_steps,
                                 targets=args.targets, queries=args.square_queries, standalone=args.standalone,
-                                seed=args.seed))
+                                seed=args.seed),
+        autoattack_checkpoints=out_dir / stem)
     result.update(model=str(model_path), dataset=dataset, threat_model="Linf",
                   command=shlex.join(["python", "evaluate.py", *argv]))
     table = robustness.markdown_table(result, title=f"{model_path.parent.name if target.is_dir() else target.name}"
                                                     f" on {dataset} val")
     print(table)
 
-    stem = "robustness" if target.is_dir() else f"{target.stem}-robustness"
     write_json(out_dir / f"{stem}.json", result)
     for path in filter(None, (out_dir / f"{stem}.md", args.out)):
         write_text(path, table)
     if target.is_dir() and (target / "metrics.json").exists():
         write_json(target / "metrics.json", {**read_json(target / "metrics.json"), "robustness": result})
+    remove_checkpoints(out_dir / stem)  # spent: the results are written
     print(f"wrote {out_dir / (stem + '.md')}")
     return 0 if result["trustworthy"] else 1
 

@@ -7,16 +7,27 @@ images are checked again at the end (inside the eps-ball, in [0, 1], and re-pred
 bug cannot make a model look robust. FAB-T, optional in the reference, is not implemented and the result
 says so. Square needs no gradient: if it breaks more images than the white-box attacks, the gradients
 are probably masked, and the result is flagged.
+
+On a CPU a pass on a robust model takes hours, so it can keep a checkpoint: where it stands is saved
+after an attacked batch (at most once a minute), and a pass started again with the same model, images
+and settings goes on from there, with the result an uninterrupted pass gives (each batch's attack has a
+fixed seed).
 """
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import json
+import pathlib
 import time
+import zipfile
 
 import numpy as np
 import tensorflow as tf
 
 from attacks.registry import make_attack
 from common.checks import eps_label, non_negative_int, positive_int, real_in_range
+from common.run_folder import atomic_path
 
 VERSIONS = {"standard": ("apgd-ce", "apgd-t", "square"), "rand": ("apgd-ce", "apgd-dlr")}
 COMPONENTS = ("apgd-ce", "apgd-dlr", "apgd-t", "square")
@@ -58,13 +69,83 @@ def _component(name, settings):
     return lambda model, x, y: attack(model, x, y, seed)
 
 
+# A checkpoint is written at most this often (seconds): a killed pass loses little more than the batch under
+# way, and saving the images costs nothing next to the attacks.
+CHECKPOINT_EVERY = 60.0
+
+
+def checkpoint_path(prefix: pathlib.Path, eps: float) -> pathlib.Path:
+    """The checkpoint of the pass at ``eps`` for results written as ``prefix``.json (e.g. RUN/robustness)."""
+    return prefix.with_name(f"{prefix.name}-autoattack-{eps_label(eps).replace('/', '_')}.partial.npz")
+
+
+def remove_checkpoints(prefix: pathlib.Path) -> None:
+    """Delete every eps's checkpoint of ``prefix``: once the results are written they are spent."""
+    for path in prefix.parent.glob(f"{prefix.name}-autoattack-*.partial.npz"):
+        path.unlink(missing_ok=True)
+
+
+@dataclasses.dataclass
+class _Progress:
+    """Where a pass stands: everything a killed pass needs to go on exactly where it stopped."""
+    robust: np.ndarray  # per image: clean-correct and not broken by a finished attack
+    worst: np.ndarray  # per image: its worst case so far (the clean image until an attack breaks it)
+    ledger: list  # the finished attacks' rows
+    position: int = 0  # the attack under way (index in the composition)
+    begin: int = 0  # how many of its chosen images it has attacked ...
+    adversarial: np.ndarray | None = None  # ... their adversarial images
+    broken: np.ndarray | None = None  # ... and whether each is misclassified
+    attack_seconds: float = 0.0  # wall time of the attack under way, and of the pass, spent in earlier processes
+    seconds: float = 0.0
+    cpu_seconds: float = 0.0  # CPU time of the pass in earlier processes
+
+    def save(self, path: pathlib.Path, fingerprint: str) -> None:
+        meta = {key: getattr(self, key) for key in ("ledger", "position", "begin", "attack_seconds", "seconds",
+                                                     "cpu_seconds")}
+        partial = {} if self.adversarial is None else {"adversarial": self.adversarial, "broken": self.broken}
+        with atomic_path(path) as temporary:
+            np.savez(temporary, robust=self.robust, worst=self.worst, **partial,
+                     meta=np.array(json.dumps({**meta, "fingerprint": fingerprint})))
+
+    @classmethod
+    def load(cls, path: pathlib.Path, fingerprint: str, log) -> "_Progress | None":
+        """The progress saved at ``path``, or None (with a line to ``log``) when there is none that fits."""
+        if not path.is_file():
+            return None
+        try:
+            with np.load(path) as saved:
+                meta = json.loads(str(saved["meta"]))
+                arrays = {key: saved[key] for key in saved.files if key != "meta"}
+        except (OSError, ValueError, KeyError, zipfile.BadZipFile) as error:
+            _say(log, f"autoattack: checkpoint {path} is unreadable ({error}): starting afresh")
+            return None
+        if meta.pop("fingerprint") != fingerprint:
+            _say(log, f"autoattack: checkpoint {path} is of another model, images or settings: starting afresh")
+            return None
+        return cls(**arrays, **meta)
+
+
+def _say(log, line):
+    if log:
+        log(line)
+
+
+def _fingerprint(model, images, labels, names, settings, standalone, batch_size) -> str:
+    """What a pass's result depends on; the batch size too, as each batch is attacked with the same seed."""
+    digest = hashlib.sha256(json.dumps([list(names), settings, standalone, batch_size], sort_keys=True).encode())
+    for array in (images, labels, *model.get_weights()):
+        digest.update(np.ascontiguousarray(array).tobytes())
+    return digest.hexdigest()
+
+
 def _predict(model, images, batch_size):
     return np.concatenate([np.argmax(model(tf.convert_to_tensor(images[start:start + batch_size]), training=False),
                                      axis=-1) for start in range(0, len(images), batch_size)])
 
 
 def autoattack(model, images, labels, *, eps, norm="inf", version="standard", components=None, steps=100,
-               targets=9, queries=5000, p_init=0.8, seed=0, batch_size=128, standalone=False, log=None) -> dict:
+               targets=9, queries=5000, p_init=0.8, seed=0, batch_size=128, standalone=False, log=None,
+               checkpoint=None) -> dict:
     """Run AutoAttack on float32 images (N, H, W, C) in [0, 1] with int labels (N,); returns a
     RobustBench-style dict (threat model, eps label, clean and robust accuracy, images, seconds, the
     attacks' versions) with the ledger.
@@ -72,8 +153,10 @@ def autoattack(model, images, labels, *, eps, norm="inf", version="standard", co
     `version` "standard" (APGD-CE, APGD-T, Square), "rand" (APGD-CE and APGD-DLR with EOT over 20
     samples, for randomised models) or "custom" (`components`, in order). `standalone=True` runs every
     component on every clean-correct image, so each column is that attack's own accuracy (slower).
+    `checkpoint` (a .npz path): save progress there, and go on from it when it holds a pass of this model,
+    images and settings; the caller removes it once the result is stored (``remove_checkpoints``).
     """
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.process_time()
     if version not in (*VERSIONS, "custom"):
         raise ValueError(f'`version` must be "standard", "rand" or "custom". Received: version={version!r}')
     if version == "custom":
@@ -100,20 +183,49 @@ def autoattack(model, images, labels, *, eps, norm="inf", version="standard", co
                          f"{len(labels)} labels")
 
     clean_correct = _predict(model, images, batch_size) == labels
-    robust = clean_correct.copy()
-    worst = images.copy()
-    ledger = []
-    for name in names:
+    fresh = _Progress(robust=clean_correct.copy(), worst=images.copy(), ledger=[])
+    if checkpoint is not None:
+        checkpoint = pathlib.Path(checkpoint)
+        fingerprint = _fingerprint(model, images, labels, names, settings, standalone, batch_size)
+        progress = _Progress.load(checkpoint, fingerprint, log) or fresh
+    else:
+        progress = fresh
+    earlier = {"seconds": progress.seconds, "cpu_seconds": progress.cpu_seconds}
+    if progress is not fresh:
+        where = (f"{names[progress.position]} has attacked {progress.begin} images"
+                 if progress.position < len(names) else "every attack has finished")
+        _say(log, f"autoattack {eps_label(eps)}: going on from {checkpoint} ({where}; {progress.seconds:.0f} s of "
+                  "earlier work)")
+    started -= progress.seconds  # the pass's wall time counts its earlier processes'
+    saved_at = time.perf_counter()
+
+    def save():
+        nonlocal saved_at
+        progress.seconds = time.perf_counter() - started
+        progress.cpu_seconds = earlier["cpu_seconds"] + time.process_time() - cpu_started
+        progress.save(checkpoint, fingerprint)
+        saved_at = time.perf_counter()
+
+    robust, worst, ledger = progress.robust, progress.worst, progress.ledger
+    for position, name in enumerate(names):
+        if position < progress.position:
+            continue  # finished in an earlier process
         attack = _component(name, settings)
-        start = time.perf_counter()
+        start = time.perf_counter() - progress.attack_seconds
         chosen = np.flatnonzero(clean_correct if standalone else robust)
-        broken = np.zeros(len(chosen), bool)
-        adversarial = np.empty((len(chosen), *images.shape[1:]), np.float32)
-        for begin in range(0, len(chosen), batch_size):
+        if progress.adversarial is None:  # the attack starts now, not from a checkpoint
+            progress.begin, progress.broken = 0, np.zeros(len(chosen), bool)
+            progress.adversarial = np.empty((len(chosen), *images.shape[1:]), np.float32)
+        adversarial, broken = progress.adversarial, progress.broken
+        for begin in range(progress.begin, len(chosen), batch_size):
             index = chosen[begin:begin + batch_size]
             x_adv = np.asarray(attack(model, tf.convert_to_tensor(images[index]), tf.convert_to_tensor(labels[index])))
             adversarial[begin:begin + len(index)] = x_adv
             broken[begin:begin + len(index)] = _predict(model, x_adv, batch_size) != labels[index]
+            progress.begin = begin + len(index)
+            if checkpoint is not None and time.perf_counter() - saved_at >= CHECKPOINT_EVERY:
+                progress.attack_seconds = time.perf_counter() - start
+                save()
         newly = broken & robust[chosen]
         worst[chosen[newly]] = adversarial[newly]
         robust[chosen[newly]] = False
@@ -123,9 +235,12 @@ def autoattack(model, images, labels, *, eps, norm="inf", version="standard", co
         if standalone or not ledger:  # the first attack always sees every clean-correct image
             row["accuracy"] = float((clean_correct.sum() - broken.sum()) / len(images))
         ledger.append(row)
-        if log:
-            log(f"autoattack {eps_label(eps)}: {name} broke {row['first_broken']} more, robust "
-                f"{100 * row['accuracy_after']:.1f}% ({row['seconds']:.1f} s)")
+        progress.position, progress.begin, progress.attack_seconds = position + 1, 0, 0.0
+        progress.adversarial = progress.broken = None
+        if checkpoint is not None and time.perf_counter() - saved_at >= CHECKPOINT_EVERY:
+            save()
+        _say(log, f"autoattack {eps_label(eps)}: {name} broke {row['first_broken']} more, robust "
+                  f"{100 * row['accuracy_after']:.1f}% ({row['seconds']:.1f} s)")
 
     delta = np.abs(worst - images).reshape(len(images), -1)
     largest = float(delta.max()) if norm in ("inf", np.inf) else float(np.sqrt((delta ** 2).sum(axis=1)).max())
@@ -134,7 +249,7 @@ def autoattack(model, images, labels, *, eps, norm="inf", version="standard", co
     white_best = max((row["broken"] for row in ledger if row["attack"] in WHITE_BOX), default=0)
     square_rows = [row for row in ledger if row["attack"] == "square"]
     square_broken = square_rows[0]["broken" if standalone else "first_broken"] if square_rows else 0
-    return {
+    result = {
         "threat_model": "Linf" if norm in ("inf", np.inf) else "L2", "eps": eps_label(eps), "version": version,
         "components": list(names), "mode": "standalone" if standalone else "cascade",
         "clean_acc": float(clean_correct.mean()), "autoattack_acc": float(robust.mean()),
@@ -144,3 +259,6 @@ def autoattack(model, images, labels, *, eps, norm="inf", version="standard", co
         "within_threat_model": bool(largest <= eps + 1e-6 and worst.min() >= 0.0 and worst.max() <= 1.0),
         "possible_gradient_masking": bool(square_broken > (white_best if standalone else white)),
     }
+    if progress is not fresh:  # what earlier processes spent: their wall time is in "seconds" too, their CPU only here
+        result["resumed"] = {"from": str(checkpoint), **earlier}
+    return result

@@ -39,13 +39,15 @@ class Check:
 
 def evaluate_attacks(model, images, labels, *, attack_names, eps_values, snr_values, pgd_steps=20, restarts=1,
                      batch_size=128, num_classes=None, log=None, autoattack_eps=None,
-                     autoattack_options=None) -> dict:
+                     autoattack_options=None, autoattack_checkpoints=None) -> dict:
     """Run every requested attack; returns a RobustBench-style dict with its checks.
 
     ``log`` (``print``, say) gets one line per attack as it finishes: PGD on thousands of images
     takes minutes on a CPU. ``autoattack_options`` are keyword arguments of
     ``analysis.autoattack.autoattack`` (version, components, steps, targets, queries, standalone, seed);
     ``autoattack_eps`` limits AutoAttack to those radii (default: ``eps_values``), as it costs far more.
+    ``autoattack_checkpoints`` (a path prefix, e.g. RUN/robustness) keeps each radius's AutoAttack
+    progress beside it (``analysis.autoattack.checkpoint_path``), so a killed evaluation goes on from there.
     """
     tolerance = 1.0 / len(images)  # one example: random starts may flip a single borderline image
 
@@ -62,8 +64,10 @@ def evaluate_attacks(model, images, labels, *, attack_names, eps_values, snr_val
     for attack_name in attack_names:
         if attack_name == "autoattack":
             for eps in (eps_values if autoattack_eps is None else autoattack_eps):
+                checkpoint = (autoattack_module.checkpoint_path(autoattack_checkpoints, eps)
+                              if autoattack_checkpoints else None)
                 record = autoattack_module.autoattack(model, images, labels, eps=eps, batch_size=batch_size, log=log,
-                                                      **(autoattack_options or {}))
+                                                      checkpoint=checkpoint, **(autoattack_options or {}))
                 row = result["eps"].setdefault(eps_label(eps), {})
                 row["autoattack"] = record["autoattack_acc"]
                 row.update({entry["attack"]: entry["accuracy"] for entry in record["ledger"] if "accuracy" in entry})

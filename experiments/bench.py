@@ -9,9 +9,10 @@ Configurations, tables and the protocol are in experiments/robust_methods.py. Ev
 is trained with train.py into runs/bench/<config>-s<seed> and evaluated with evaluate.py; its numbers
 (never the model) go to the committed record results/bench/runs.json with the commands, the commit and
 the CPU seconds of each stage. A stage with a record is never run again, so a later invocation on another
-machine continues where this one stopped; an interrupted training resumes from its run folder. Order:
-seed by seed, the baseline first, so a partial bench has seed 0 of every row; AutoAttack (far the
-costliest) runs in a second pass unless --no-autoattack. Tables go to results/bench/<table>.md.
+machine continues where this one stopped; an interrupted training resumes from its run folder, an
+interrupted AutoAttack pass from its checkpoints. Order: seed by seed, the baseline first, so a partial
+bench has seed 0 of every row; AutoAttack (far the costliest) runs in a second pass unless --no-autoattack.
+Tables go to results/bench/<table>.md.
 """
 from __future__ import annotations
 
@@ -56,6 +57,13 @@ def earlier_epochs_cpu(history: pathlib.Path) -> tuple[float, bool]:
     rows = read_history(history)
     estimated = any("epoch_cpu_seconds" not in row for row in rows)
     return sum(row.get("epoch_cpu_seconds", row.get("epoch_seconds", 0.0)) for row in rows), estimated
+
+
+def earlier_autoattack_cpu(result: dict) -> float:
+    """CPU seconds that earlier, killed processes of an evaluation spent on the AutoAttack passes it went on
+    from (each pass's checkpoint carries them into its record)."""
+    records = (result.get("autoattack") or {}).values()
+    return sum(record.get("resumed", {}).get("cpu_seconds", 0.0) for record in records)
 
 
 def commit() -> str:
@@ -126,11 +134,11 @@ def bench_run(config: str, seed: int, stage: str, args, records: dict) -> None:
             found = ROOT / run_dir / (f"{pathlib.Path(file).stem}-robustness.json" if file else "robustness.json")
             found.unlink(missing_ok=True)
             status, spent = run(command, log)
-            seconds += spent
             # Exit status 1 is a failed sanity check: the record is written and kept, its checks say so.
             if status not in (0, 1) or not found.exists():
                 raise RuntimeError(f"evaluation {stage} of {key}/{file or 'model.keras'} failed; see {log}")
             result = read_json(found)
+            seconds += spent + earlier_autoattack_cpu(result)
             numbers = record["numbers"].setdefault(file or "model.keras", {})
             numbers.update(columns(stage, result))
             if file and stage == "core":

@@ -226,6 +226,76 @@ def test_square_breaking_what_gradients_cannot_is_flagged_as_masking():
     assert result["possible_gradient_masking"]
 
 
+# ------------------------------------------------------------------------------------- checkpoints
+class Killed(Exception):
+    pass
+
+
+def killed_at(monkeypatch, attack, batch):
+    """Make the AutoAttack components raise Killed in ``attack``'s ``batch``-th batch (1-based), once; returns
+    the list of (attack, batch size) calls made."""
+    real, calls, armed = autoattack._component, [], [True]
+
+    def component(name, settings):
+        run = real(name, settings)
+
+        def counted(model, x, y):
+            calls.append((name, len(x)))
+            if armed[0] and name == attack and sum(call[0] == attack for call in calls) == batch:
+                armed[0] = False
+                raise Killed
+            return run(model, x, y)
+        return counted
+
+    monkeypatch.setattr(autoattack, "_component", component)
+    return calls
+
+
+@pytest.mark.parametrize("attack", ["apgd-t", "square"])
+def test_a_killed_pass_goes_on_from_its_checkpoint_to_the_uninterrupted_result(attack, tmp_path, monkeypatch):
+    model, x = small_net(), images(24)
+    labels = predictions(model, x).numpy()
+    options = dict(eps=1 / 255, steps=3, targets=3, queries=20, batch_size=8)  # APGD-T: 3 batches, Square: 2
+    whole = autoattack.autoattack(model, x.numpy(), labels, **options)
+    monkeypatch.setattr(autoattack, "CHECKPOINT_EVERY", 0.0)  # saved after every batch
+    calls = killed_at(monkeypatch, attack, batch=2)
+    path = autoattack.checkpoint_path(tmp_path / "robustness", 1 / 255)
+    with pytest.raises(Killed):
+        autoattack.autoattack(model, x.numpy(), labels, checkpoint=path, **options)
+    assert path.name == "robustness-autoattack-1_255.partial.npz" and path.exists()
+    before, lines = len(calls), []
+    resumed = autoattack.autoattack(model, x.numpy(), labels, checkpoint=path, log=lines.append, **options)
+    # Nothing finished is attacked again: the pass starts at the killed batch.
+    assert calls[before][0] == attack and sum(name == "apgd-ce" for name, _ in calls[before:]) == 0
+    assert lines[0].startswith(f"autoattack 1/255: going on from {path} ({attack} has attacked 8 images")
+    for key in ("clean_acc", "autoattack_acc", "verified_acc", "max_perturbation", "within_threat_model"):
+        assert resumed[key] == whole[key]
+    assert [{k: row[k] for k in ("attack", "attacked", "broken", "first_broken")} for row in resumed["ledger"]] == [
+        {k: row[k] for k in ("attack", "attacked", "broken", "first_broken")} for row in whole["ledger"]]
+    assert resumed["resumed"]["from"] == str(path) and resumed["resumed"]["cpu_seconds"] > 0
+    assert resumed["seconds"] >= resumed["resumed"]["seconds"] > 0 and "resumed" not in whole
+
+
+def test_a_checkpoint_of_other_settings_or_a_broken_one_is_not_used(tmp_path, monkeypatch):
+    model, x = small_net(), images(24)
+    labels = predictions(model, x).numpy()
+    options = dict(eps=1 / 255, steps=3, targets=3, batch_size=8)
+    monkeypatch.setattr(autoattack, "CHECKPOINT_EVERY", 0.0)
+    path = tmp_path / "robustness-autoattack-1_255.partial.npz"
+    autoattack.autoattack(model, x.numpy(), labels, checkpoint=path, queries=20, **options)  # leaves a finished pass
+    lines = []
+    other = autoattack.autoattack(model, x.numpy(), labels, checkpoint=path, queries=30, log=lines.append, **options)
+    assert "is of another model, images or settings: starting afresh" in lines[0] and "resumed" not in other
+    assert other["attack_versions"]["square"] == "Square, 30 queries, p_init 0.8"
+    path.write_bytes(b"not a checkpoint")
+    lines.clear()
+    assert "resumed" not in autoattack.autoattack(model, x.numpy(), labels, checkpoint=path, queries=30,
+                                                  log=lines.append, **options)
+    assert "is unreadable" in lines[0]
+    autoattack.remove_checkpoints(tmp_path / "robustness")
+    assert not list(tmp_path.iterdir())
+
+
 def test_ledger_arguments_are_checked():
     model, x = small_net(), images(4).numpy()
     with pytest.raises(ValueError, match="version"):

@@ -81,6 +81,26 @@ def test_a_resumed_training_counts_the_cpu_of_its_earlier_processes(fake_scripts
         "imt", records, "python -m experiments.bench imt --table-only")
 
 
+def test_a_resumed_autoattack_pass_counts_the_cpu_of_its_earlier_processes(fake_scripts, monkeypatch):
+    fake = bench.run
+
+    def run(command, log):  # evaluate.py's AutoAttack records carry what their killed processes spent
+        status, seconds = fake(command, log)
+        if "autoattack" in command:
+            found = bench.ROOT / command[1] / "robustness.json"
+            result = json.loads(found.read_text())
+            result["autoattack"] = {"2/255": {"resumed": {"seconds": 330.0, "cpu_seconds": 300.0}}, "4/255": {}}
+            found.write_text(json.dumps(result))
+        return status, seconds
+
+    monkeypatch.setattr(bench, "run", run)
+    args = argparse.Namespace(runs="runs/bench", data="data")
+    for stage in ("train", "core", "autoattack"):
+        bench.bench_run("da", 0, stage, args, {})
+    assert json.loads(bench.RECORDS.read_text())["da-s0"]["cpu_seconds"] == {"train": 12.5, "core": 12.5,
+                                                                             "autoattack": 12.5 + 300}
+
+
 def test_paired_difference_and_its_standard_error():
     mean, error, pairs = paired({0: 50.0, 1: 60.0, 2: 55.0}, {0: 52.0, 1: 61.0, 3: 90.0})
     assert (mean, pairs) == (1.5, 2) and error == pytest.approx(np.std([2.0, 1.0], ddof=1) / np.sqrt(2))

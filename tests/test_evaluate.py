@@ -8,7 +8,8 @@ import pytest
 
 import evaluate as evaluate_cli
 import train as train_cli
-from analysis import compare_robustness, robustness
+from analysis import autoattack, compare_robustness, robustness
+from tests.test_autoattack import Killed, killed_at
 from training import trainer
 from common.run_folder import read_history
 from training.recipes import override
@@ -88,6 +89,25 @@ def test_evaluate_runs_autoattack_and_writes_its_ledger(trained_run, capsys):
     out = trained_run.parent / "comparison-aa.md"
     assert compare_robustness.main([str(trained_run), "--out", str(out)]) == 0
     assert "AutoAttack 8/255 %" in out.read_text() and "AA − PGD 8/255" in out.read_text()
+
+
+@pytest.mark.slow
+def test_an_evaluation_killed_in_autoattack_goes_on_from_its_checkpoint(trained_run, monkeypatch, capsys):
+    argv = [str(trained_run), "--attack", "autoattack", "--eps", "8/255", "--apgd-steps", "3", "--targets", "3",
+            "--square-queries", "10", "--limit", "32", "--batch-size", "8"]
+    monkeypatch.setattr(autoattack, "CHECKPOINT_EVERY", 0.0)
+    killed_at(monkeypatch, "apgd-ce", batch=2)
+    (trained_run / "robustness.json").unlink(missing_ok=True)
+    with pytest.raises(Killed):
+        evaluate_cli.main(argv)
+    assert [path.name for path in trained_run.glob("*.partial.npz")] == ["robustness-autoattack-8_255.partial.npz"]
+    assert not (trained_run / "robustness.json").exists()
+    capsys.readouterr()
+    assert evaluate_cli.run_cli(evaluate_cli.main, argv) == 0
+    assert "autoattack 8/255: going on from " in capsys.readouterr().out
+    record = json.loads((trained_run / "robustness.json").read_text())["autoattack"]["8/255"]
+    assert record["resumed"]["cpu_seconds"] > 0 and record["ledger"][0]["attacked"] > 8
+    assert not list(trained_run.glob("*.partial.npz"))  # spent once the results are written
 
 
 @pytest.mark.parametrize("flags, message", [
