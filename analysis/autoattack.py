@@ -95,9 +95,10 @@ class _Progress:
     begin: int = 0  # how many of its chosen images it has attacked ...
     adversarial: np.ndarray | None = None  # ... their adversarial images
     broken: np.ndarray | None = None  # ... and whether each is misclassified
-    attack_seconds: float = 0.0  # wall time of the attack under way, and of the pass, spent in earlier processes
+    # What earlier processes spent: wall time on the attack under way and on the pass, CPU time on the pass.
+    attack_seconds: float = 0.0
     seconds: float = 0.0
-    cpu_seconds: float = 0.0  # CPU time of the pass in earlier processes
+    cpu_seconds: float = 0.0
 
     def save(self, path: pathlib.Path, fingerprint: str) -> None:
         meta = {key: getattr(self, key) for key in ("ledger", "position", "begin", "attack_seconds", "seconds",
