@@ -79,10 +79,11 @@ def checkpoint_path(prefix: pathlib.Path, eps: float) -> pathlib.Path:
     return prefix.with_name(f"{prefix.name}-autoattack-{eps_label(eps).replace('/', '_')}.partial.npz")
 
 
-def remove_checkpoints(prefix: pathlib.Path) -> None:
-    """Delete every eps's checkpoint of ``prefix``: once the results are written they are spent."""
-    for path in prefix.parent.glob(f"{prefix.name}-autoattack-*.partial.npz"):
-        path.unlink(missing_ok=True)
+def remove_checkpoints(prefix: pathlib.Path, eps_values) -> None:
+    """Delete the checkpoints of the passes at ``eps_values``: once their results are written they are spent
+    (another radius's, of a pass still to be finished, stays)."""
+    for eps in eps_values:
+        checkpoint_path(prefix, eps).unlink(missing_ok=True)
 
 
 @dataclasses.dataclass

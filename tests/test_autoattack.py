@@ -292,7 +292,9 @@ def test_a_checkpoint_of_other_settings_or_a_broken_one_is_not_used(tmp_path, mo
     assert "resumed" not in autoattack.autoattack(model, x.numpy(), labels, checkpoint=path, queries=30,
                                                   log=lines.append, **options)
     assert "is unreadable" in lines[0]
-    autoattack.remove_checkpoints(tmp_path / "robustness")
+    autoattack.remove_checkpoints(tmp_path / "robustness", [2 / 255])  # another radius's: kept
+    assert path.exists()
+    autoattack.remove_checkpoints(tmp_path / "robustness", [1 / 255])
     assert not list(tmp_path.iterdir())
 
 

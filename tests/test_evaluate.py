@@ -102,6 +102,11 @@ def test_an_evaluation_killed_in_autoattack_goes_on_from_its_checkpoint(trained_
         evaluate_cli.main(argv)
     assert [path.name for path in trained_run.glob("*.partial.npz")] == ["robustness-autoattack-8_255.partial.npz"]
     assert not (trained_run / "robustness.json").exists()
+    monkeypatch.undo()  # the kill is spent; an evaluation without AutoAttack leaves its checkpoint alone
+    assert evaluate_cli.run_cli(evaluate_cli.main, [str(trained_run), "--attack", "fgsm", "--eps", "8/255",
+                                                    "--limit", "32"]) == 0
+    assert (trained_run / "robustness-autoattack-8_255.partial.npz").exists()
+    monkeypatch.setattr(autoattack, "CHECKPOINT_EVERY", 0.0)
     capsys.readouterr()
     assert evaluate_cli.run_cli(evaluate_cli.main, argv) == 0
     assert "autoattack 8/255: going on from " in capsys.readouterr().out
