@@ -185,15 +185,14 @@ def autoattack(model, images, labels, *, eps, norm="inf", version="standard", co
                          f"{len(labels)} labels")
 
     clean_correct = _predict(model, images, batch_size) == labels
-    fresh = _Progress(robust=clean_correct.copy(), worst=images.copy(), ledger=[])
+    loaded = None
     if checkpoint is not None:
         checkpoint = pathlib.Path(checkpoint)
         fingerprint = _fingerprint(model, images, labels, names, settings, standalone, batch_size)
-        progress = _Progress.load(checkpoint, fingerprint, log) or fresh
-    else:
-        progress = fresh
+        loaded = _Progress.load(checkpoint, fingerprint, log)
+    progress = loaded or _Progress(robust=clean_correct.copy(), worst=images.copy(), ledger=[])
     earlier = {"seconds": progress.seconds, "cpu_seconds": progress.cpu_seconds}
-    if progress is not fresh:
+    if loaded is not None:
         where = (f"{names[progress.position]} has attacked {progress.begin} images"
                  if progress.position < len(names) else "every attack has finished")
         _say(log, f"autoattack {eps_label(eps)}: going on from {checkpoint} ({where}; {progress.seconds:.0f} s of "
@@ -201,8 +200,10 @@ def autoattack(model, images, labels, *, eps, norm="inf", version="standard", co
     started -= progress.seconds  # the pass's wall time counts its earlier processes'
     saved_at = time.perf_counter()
 
-    def save():
+    def save_if_due():
         nonlocal saved_at
+        if checkpoint is None or time.perf_counter() - saved_at < CHECKPOINT_EVERY:
+            return
         progress.seconds = time.perf_counter() - started
         progress.cpu_seconds = earlier["cpu_seconds"] + time.process_time() - cpu_started
         progress.save(checkpoint, fingerprint)
@@ -224,10 +225,8 @@ def autoattack(model, images, labels, *, eps, norm="inf", version="standard", co
             x_adv = np.asarray(attack(model, tf.convert_to_tensor(images[index]), tf.convert_to_tensor(labels[index])))
             adversarial[begin:begin + len(index)] = x_adv
             broken[begin:begin + len(index)] = _predict(model, x_adv, batch_size) != labels[index]
-            progress.begin = begin + len(index)
-            if checkpoint is not None and time.perf_counter() - saved_at >= CHECKPOINT_EVERY:
-                progress.attack_seconds = time.perf_counter() - start
-                save()
+            progress.begin, progress.attack_seconds = begin + len(index), time.perf_counter() - start
+            save_if_due()
         newly = broken & robust[chosen]
         worst[chosen[newly]] = adversarial[newly]
         robust[chosen[newly]] = False
@@ -239,8 +238,7 @@ def autoattack(model, images, labels, *, eps, norm="inf", version="standard", co
         ledger.append(row)
         progress.position, progress.begin, progress.attack_seconds = position + 1, 0, 0.0
         progress.adversarial = progress.broken = None
-        if checkpoint is not None and time.perf_counter() - saved_at >= CHECKPOINT_EVERY:
-            save()
+        save_if_due()
         _say(log, f"autoattack {eps_label(eps)}: {name} broke {row['first_broken']} more, robust "
                   f"{100 * row['accuracy_after']:.1f}% ({row['seconds']:.1f} s)")
 
@@ -261,6 +259,6 @@ def autoattack(model, images, labels, *, eps, norm="inf", version="standard", co
         "within_threat_model": bool(largest <= eps + 1e-6 and worst.min() >= 0.0 and worst.max() <= 1.0),
         "possible_gradient_masking": bool(square_broken > (white_best if standalone else white)),
     }
-    if progress is not fresh:  # what earlier processes spent: their wall time is in "seconds" too, their CPU only here
+    if loaded is not None:  # what earlier processes spent: their wall time is in "seconds" too, their CPU only here
         result["resumed"] = {"from": str(checkpoint), **earlier}
     return result
