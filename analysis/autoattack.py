@@ -200,9 +200,10 @@ def autoattack(model, images, labels, *, eps, norm="inf", version="standard", co
     started -= progress.seconds  # the pass's wall time counts its earlier processes'
     saved_at = time.perf_counter()
 
-    def save_if_due():
+    def save_if_due(finished_attack=False):
+        # A finished attack is always saved (a few per pass): a kill then never repeats a whole attack.
         nonlocal saved_at
-        if checkpoint is None or time.perf_counter() - saved_at < CHECKPOINT_EVERY:
+        if checkpoint is None or (not finished_attack and time.perf_counter() - saved_at < CHECKPOINT_EVERY):
             return
         progress.seconds = time.perf_counter() - started
         progress.cpu_seconds = earlier["cpu_seconds"] + time.process_time() - cpu_started
@@ -238,7 +239,7 @@ def autoattack(model, images, labels, *, eps, norm="inf", version="standard", co
         ledger.append(row)
         progress.position, progress.begin, progress.attack_seconds = position + 1, 0, 0.0
         progress.adversarial = progress.broken = None
-        save_if_due()
+        save_if_due(finished_attack=True)
         _say(log, f"autoattack {eps_label(eps)}: {name} broke {row['first_broken']} more, robust "
                   f"{100 * row['accuracy_after']:.1f}% ({row['seconds']:.1f} s)")
 

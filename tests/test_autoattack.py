@@ -276,6 +276,21 @@ def test_a_killed_pass_goes_on_from_its_checkpoint_to_the_uninterrupted_result(a
     assert resumed["seconds"] >= resumed["resumed"]["seconds"] > 0 and "resumed" not in whole
 
 
+def test_a_finished_attack_is_saved_even_when_no_checkpoint_is_due(tmp_path, monkeypatch):
+    model, x = small_net(), images(16)
+    labels = predictions(model, x).numpy()
+    options = dict(eps=1 / 255, steps=3, targets=3, queries=20, batch_size=8)
+    monkeypatch.setattr(autoattack, "CHECKPOINT_EVERY", 1e9)  # no batch's save is ever due
+    calls = killed_at(monkeypatch, "apgd-t", batch=1)
+    path = autoattack.checkpoint_path(tmp_path / "robustness", 1 / 255)
+    with pytest.raises(Killed):
+        autoattack.autoattack(model, x.numpy(), labels, checkpoint=path, **options)
+    before, lines = len(calls), []
+    autoattack.autoattack(model, x.numpy(), labels, checkpoint=path, log=lines.append, **options)
+    assert "(apgd-t has attacked 0 images" in lines[0]
+    assert not [name for name, _ in calls[before:] if name == "apgd-ce"]  # APGD-CE is not run again
+
+
 def test_a_checkpoint_of_other_settings_or_a_broken_one_is_not_used(tmp_path, monkeypatch):
     model, x = small_net(), images(24)
     labels = predictions(model, x).numpy()
