@@ -164,8 +164,7 @@ def evaluate(args, argv, target: pathlib.Path) -> int:
         write_text(path, table)
     if target.is_dir() and (target / "metrics.json").exists():
         write_json(target / "metrics.json", {**read_json(target / "metrics.json"), "robustness": result})
-    if "autoattack" in args.attack:  # spent: the results are written
-        remove_checkpoints(out_dir / stem, args.autoattack_eps or args.eps)
+    remove_checkpoints(out_dir / stem, result.get("autoattack", {}))  # the radii it ran: their results are written
     print(f"wrote {out_dir / (stem + '.md')}")
     return 0 if result["trustworthy"] else 1
 

@@ -74,14 +74,16 @@ def _component(name, settings):
 CHECKPOINT_EVERY = 60.0
 
 
-def checkpoint_path(prefix: pathlib.Path, eps: float) -> pathlib.Path:
-    """The checkpoint of the pass at ``eps`` for results written as ``prefix``.json (e.g. RUN/robustness)."""
-    return prefix.with_name(f"{prefix.name}-autoattack-{eps_label(eps).replace('/', '_')}.partial.npz")
+def checkpoint_path(prefix: pathlib.Path, eps: float | str) -> pathlib.Path:
+    """The checkpoint of the pass at ``eps`` (a radius, or its label as in the results: "2/255") for results
+    written as ``prefix``.json (e.g. RUN/robustness)."""
+    label = eps if isinstance(eps, str) else eps_label(eps)
+    return prefix.with_name(f"{prefix.name}-autoattack-{label.replace('/', '_')}.partial.npz")
 
 
 def remove_checkpoints(prefix: pathlib.Path, eps_values) -> None:
-    """Delete the checkpoints of the passes at ``eps_values``: once their results are written they are spent
-    (another radius's, of a pass still to be finished, stays)."""
+    """Delete the checkpoints of the passes at ``eps_values`` (radii or labels): once their results are
+    written they are spent (another radius's, of a pass still to be finished, stays)."""
     for eps in eps_values:
         checkpoint_path(prefix, eps).unlink(missing_ok=True)
 
