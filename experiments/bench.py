@@ -34,6 +34,7 @@ from experiments.robust_methods import (CLASSES, CONFIGS, EVALUATIONS, PROTOCOL,
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 RECORDS = ROOT / "results" / "bench" / "runs.json"
+STAGES = ("train", "core", "autoattack")  # each needs the model of the one before
 
 
 def child_cpu_seconds() -> float:
@@ -94,16 +95,33 @@ def save(key: str, record: dict, records: dict, runs: str) -> None:
         write_json(RECORDS, records)
 
 
-def bench_run(config: str, seed: int, stage: str, args, records: dict) -> None:
-    """Bring one (config, seed) through ``stage`` ("train", "core" or "autoattack"), saving its record."""
+def new_record(config: str, seed: int) -> dict:
+    return {"config": config, "seed": seed, "commands": {}, "cpu_seconds": {}, "numbers": {}}
+
+
+def bench_run(config: str, seed: int, stage: str, args, records: dict, retrain: bool = False) -> None:
+    """Bring one (config, seed) through ``stage`` ("train", "core" or "autoattack"), saving its record.
+
+    The earlier stages run first where they have no record. A record whose model is gone (its run folder was
+    on another machine) cannot take a later stage: the run is trained again (``retrain``) with its command
+    and seed, and every stage is redone, so that all numbers of a row come from one model. The earlier
+    record is kept under "superseded" (the tables read only the current numbers)."""
     key = f"{config}-s{seed}"
     if RECORDS.exists():  # another bench may have recorded it meanwhile
         records.update(read_json(RECORDS))
-    record = records.setdefault(key, {"config": config, "seed": seed, "commands": {}, "cpu_seconds": {},
-                                      "numbers": {}})
-    if stage in record["cpu_seconds"]:
-        return
     run_dir = f"{args.runs}/{key}"
+    done = records.get(key, {}).get("cpu_seconds", {})
+    if stage in done and not retrain:
+        return
+    if stage != "train":
+        model_gone = "train" in done and not (ROOT / run_dir / "metrics.json").exists()
+        for earlier in STAGES[:STAGES.index(stage)]:
+            bench_run(config, seed, earlier, args, records, retrain=model_gone and earlier == "train")
+    record = records.setdefault(key, new_record(config, seed))
+    if retrain:
+        earlier = {name: value for name, value in record.items() if name != "superseded"}
+        earlier["superseded_because"] = f"run folder {run_dir} gone when a later stage needed its model"
+        record = new_record(config, seed) | {"superseded": [*record.get("superseded", []), earlier]}
     log = ROOT / f"{run_dir}.log"
     log.parent.mkdir(parents=True, exist_ok=True)
     if stage == "train":

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -186,3 +187,20 @@ def test_the_plan_shows_what_each_stage_has_and_costs_what_is_left():
 def test_plan_runs_nothing(fake_scripts, capsys):
     assert run_cli(bench.main, ["imt", "--plan", "--seeds", "0"]) == 0
     assert fake_scripts == [] and "| noise-da | – | – | – | – | – |" in capsys.readouterr().out
+
+
+def test_a_record_whose_model_is_gone_is_retrained_before_a_later_stage(fake_scripts):
+    args = argparse.Namespace(runs="runs/bench", data="data")
+    for stage in ("train", "core"):
+        bench.bench_run("da", 0, stage, args, {})
+    shutil.rmtree(bench.ROOT / "runs" / "bench" / "da-s0")  # the records travelled, the run folder did not
+    bench.bench_run("da", 0, "autoattack", args, {})
+    assert [command[0] for command in fake_scripts] == ["train.py", "evaluate.py"] * 2 + ["evaluate.py"]
+    assert "--resume" not in fake_scripts[2]
+    record = json.loads(bench.RECORDS.read_text())["da-s0"]
+    assert record["cpu_seconds"] == {"train": 12.5, "core": 12.5, "autoattack": 12.5}
+    (earlier,) = record["superseded"]
+    assert earlier["cpu_seconds"] == {"train": 12.5, "core": 12.5} and "gone" in earlier["superseded_because"]
+    # The retrained model is there now: nothing runs again.
+    bench.bench_run("da", 0, "autoattack", args, {})
+    assert len(fake_scripts) == 5
