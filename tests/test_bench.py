@@ -201,6 +201,7 @@ def test_a_record_whose_model_is_gone_is_retrained_before_a_later_stage(fake_scr
     assert record["cpu_seconds"] == {"train": 12.5, "core": 12.5, "autoattack": 12.5}
     (earlier,) = record["superseded"]
     assert earlier["cpu_seconds"] == {"train": 12.5, "core": 12.5} and "gone" in earlier["superseded_because"]
+    assert "plus 0.0 CPU hours of 1 earlier record(s) replaced" in render("imt", {"da-s0": record}, "rebuild")
     # The retrained model is there now: nothing runs again.
     bench.bench_run("da", 0, "autoattack", args, {})
     assert len(fake_scripts) == 5
