@@ -10,8 +10,8 @@ is trained with train.py into runs/bench/<config>-s<seed> and evaluated with eva
 (never the model) go to the committed record results/bench/runs.json with the commands, the commit and
 the CPU seconds of each stage. A stage with a record is never run again, so a later invocation on another
 machine continues where this one stopped; an interrupted training resumes from its run folder, an
-interrupted AutoAttack pass from its checkpoints. Order: seed by seed, the baseline first, so a partial
-bench has seed 0 of every row; AutoAttack (far the costliest) runs in a second pass unless --no-autoattack.
+interrupted AutoAttack pass from its checkpoints. Order: seed by seed, the baseline first, each run through
+all its stages (AutoAttack, far the costliest, is skipped with --no-autoattack) before the next.
 Tables go to results/bench/<table>.md.
 """
 from __future__ import annotations
@@ -202,15 +202,12 @@ def main(argv=None) -> int:
         print(render_plan(selected_configs(args), args.seeds, records, autoattack=not args.no_autoattack))
         return 0
     if not args.table_only:
-        order = selected_configs(args)
+        # Each run goes through all its stages before the next starts: a model never waits for a later
+        # sitting, whose machine may not have its run folder (the run would be trained again).
+        last = "core" if args.no_autoattack else "autoattack"
         for seed in args.seeds:
-            for config in order:
-                for stage in ("train", "core"):
-                    bench_run(config, seed, stage, args, records)
-                write_tables(records)
-        for seed in [] if args.no_autoattack else args.seeds:
-            for config in order:
-                bench_run(config, seed, "autoattack", args, records)
+            for config in selected_configs(args):
+                bench_run(config, seed, last, args, records)
                 write_tables(records)
     write_tables(records)
     return 0

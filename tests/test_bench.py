@@ -205,3 +205,16 @@ def test_a_record_whose_model_is_gone_is_retrained_before_a_later_stage(fake_scr
     # The retrained model is there now: nothing runs again.
     bench.bench_run("da", 0, "autoattack", args, {})
     assert len(fake_scripts) == 5
+
+
+def test_each_run_takes_all_its_stages_before_the_next_starts(fake_scripts, monkeypatch):
+    monkeypatch.setattr(bench, "check_experiment", lambda **kwargs: None)
+    assert run_cli(bench.main, ["robustness", "--configs", "da", "fgsm-at", "--seeds", "0", "1"]) == 0
+    stages = [(command[0], command[-1] if command[0] == "train.py" else "autoattack" in command)
+              for command in fake_scripts]
+    one_run = [("train.py", "runs/bench/{}"), ("evaluate.py", False), ("evaluate.py", True)]
+    assert stages == [(script, target if isinstance(target, bool) else target.format(run))
+                      for run in ("da-s0", "fgsm-at-s0", "da-s1", "fgsm-at-s1") for script, target in one_run]
+    fake_scripts.clear()
+    assert run_cli(bench.main, ["robustness", "--configs", "da", "--seeds", "2", "--no-autoattack"]) == 0
+    assert not any("autoattack" in command for command in fake_scripts) and len(fake_scripts) == 2
