@@ -199,7 +199,8 @@ def main(argv=None) -> int:
     check_arguments(args)
     records = read_json(RECORDS) if RECORDS.exists() else {}
     if args.plan:
-        print(render_plan(selected_configs(args), args.seeds, records, autoattack=not args.no_autoattack))
+        print(render_plan(selected_configs(args), args.seeds, records, autoattack=not args.no_autoattack,
+                          runs=ROOT / args.runs))
         return 0
     if not args.table_only:
         # Each run goes through all its stages before the next starts: a model never waits for a later
@@ -219,11 +220,14 @@ def selected_configs(args) -> list[str]:
             if not args.configs or config in args.configs]
 
 
-def render_plan(configs: list[str], seeds: list[int], records: dict, autoattack: bool = True) -> str:
+def render_plan(configs: list[str], seeds: list[int], records: dict, autoattack: bool = True,
+                runs: pathlib.Path | None = None) -> str:
     """Markdown: per configuration, the seeds each stage has a record for and the measured CPU minutes of one
     run (training plus core evaluation, mean over the records that have both; and of one AutoAttack pass);
     then what is left and what the measured part of it costs. A stage never run for a configuration has no
-    cost to go by and is counted apart: an AutoAttack pass costs far more on a robust model than on another."""
+    cost to go by and is counted apart: an AutoAttack pass costs far more on a robust model than on another.
+    Given ``runs`` (the parent of the run folders), a recorded run with a stage left whose run folder is not
+    there is counted as trained again first (bench_run retrains it)."""
     stages = ("train", "core", "autoattack") if autoattack else ("train", "core")
     # The stages with a cost column: a missing "train" costs a training and its core evaluation.
     costed = {"train": ("CPU min per run (train + core)", "training"),
@@ -233,6 +237,7 @@ def render_plan(configs: list[str], seeds: list[int], records: dict, autoattack:
                                                + [header for header, _ in costed.values()]) + " |",
              "| --- |" + " --- |" * len(stages) + " ---: |" * len(costed)]
     left = {stage: 0 for stage in stages}
+    retrain = 0
     minutes = {stage: 0.0 for stage in costed}
     unmeasured = {stage: [] for stage in costed}
 
@@ -249,6 +254,13 @@ def render_plan(configs: list[str], seeds: list[int], records: dict, autoattack:
         cells = [", ".join(str(seed) for seed in seeds if stage in found[seed]) or "–" for stage in stages]
         cells += [f"{cost[stage]:.0f}" if cost[stage] else "–" for stage in costed]
         lines.append(f"| {config} | " + " | ".join(cells) + " |")
+        gone = 0 if runs is None else sum(
+            "train" in found[seed] and any(stage not in found[seed] for stage in stages)
+            and not (runs / f"{config}-s{seed}" / "metrics.json").exists() for seed in seeds)
+        retrain += gone
+        minutes["train"] += gone * (cost["train"] or 0.0)
+        if gone and cost["train"] is None:
+            unmeasured["train"].append(config)
         for stage in stages:
             left[stage] += missing[stage]
         for stage in costed:
@@ -257,11 +269,12 @@ def render_plan(configs: list[str], seeds: list[int], records: dict, autoattack:
             minutes[stage] += missing[stage] * (cost[stage] or 0.0)
     summary = (f"Left: {left['train']} trainings, {left['core']} core evaluations"
                + (f", {left['autoattack']} AutoAttack passes" if autoattack else "")
+               + (f"; {retrain} recorded run(s) to be trained again first, their run folders gone" if retrain else "")
                + f". Measured costs of what is left: about {minutes['train'] / 60:.1f} CPU hours of training with core "
                "evaluations" + (f", {minutes['autoattack'] / 60:.1f} of AutoAttack" if autoattack else "") + ".")
     for stage, (_, label) in costed.items():
         if unmeasured[stage]:
-            summary += f" Not yet measured ({label}): {', '.join(unmeasured[stage])}."
+            summary += f" Not yet measured ({label}): {', '.join(dict.fromkeys(unmeasured[stage]))}."
     return "\n".join(lines) + "\n\n" + summary
 
 

@@ -171,7 +171,7 @@ def test_a_claim_on_the_auxiliary_bn_reads_that_model_file():
     assert line.startswith("- **confirmed**") and "dual BN — auxiliary BN vs" in line and "+10.0 ± 0.0" in line
 
 
-def test_the_plan_shows_what_each_stage_has_and_costs_what_is_left():
+def test_the_plan_shows_what_each_stage_has_and_costs_what_is_left(tmp_path):
     records = {"da-s0": {"config": "da", "cpu_seconds": {"train": 1500.0, "core": 300.0}},
                "da-s1": {"config": "da", "cpu_seconds": {"train": 2100.0, "core": 300.0, "autoattack": 900.0}},
                "vanilla-s0": {"config": "vanilla", "cpu_seconds": {"train": None, "core": 250.0}}}
@@ -182,6 +182,13 @@ def test_the_plan_shows_what_each_stage_has_and_costs_what_is_left():
     # da-s2's 35 min of training; da-s0's and da-s2's 15 min of AutoAttack
     assert "about 0.6 CPU hours of training with core evaluations, 0.5 of AutoAttack" in text
     assert "Not yet measured (training): vanilla." in text and "Not yet measured (AutoAttack): vanilla." in text
+    # On a machine without their run folders, da-s0 and vanilla-s0 are trained again before their passes
+    # (da-s1 has every stage; vanilla's adopted run has no cost to go by).
+    (tmp_path / "da-s1").mkdir()
+    text = bench.render_plan(["da", "vanilla"], [0, 1, 2], records, runs=tmp_path)
+    assert "5 AutoAttack passes; 2 recorded run(s) to be trained again first, their run folders gone" in text
+    assert "about 1.2 CPU hours of training with core evaluations" in text
+    assert "Not yet measured (training): vanilla." in text
 
 
 def test_plan_runs_nothing(fake_scripts, capsys):
