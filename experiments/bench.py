@@ -95,6 +95,11 @@ def save(key: str, record: dict, records: dict, runs: str) -> None:
         write_json(RECORDS, records)
 
 
+def trained(run_dir: pathlib.Path) -> bool:
+    """Whether a run folder holds a finished training (train.py writes metrics.json last)."""
+    return (run_dir / "metrics.json").exists()
+
+
 def new_record(config: str, seed: int) -> dict:
     return {"config": config, "seed": seed, "commands": {}, "cpu_seconds": {}, "numbers": {}}
 
@@ -114,7 +119,7 @@ def bench_run(config: str, seed: int, stage: str, args, records: dict, retrain: 
     if stage in done and not retrain:
         return
     if stage != "train":
-        model_gone = "train" in done and not (ROOT / run_dir / "metrics.json").exists()
+        model_gone = "train" in done and not trained(ROOT / run_dir)
         for earlier in STAGES[:STAGES.index(stage)]:
             bench_run(config, seed, earlier, args, records, retrain=model_gone and earlier == "train")
     record = records.setdefault(key, new_record(config, seed))
@@ -127,7 +132,7 @@ def bench_run(config: str, seed: int, stage: str, args, records: dict, retrain: 
     if stage == "train":
         # A run folder trained before this bench saw it (adopted): its code and CPU time are not known here.
         seconds, record["commit"] = None, "adopted"
-        if not (ROOT / run_dir / "metrics.json").exists():
+        if not trained(ROOT / run_dir):
             record["commit"] = commit()  # the code the run trains with
             resume = (ROOT / run_dir / "config.json").exists()
             command = ["train.py", "--resume", run_dir] if resume else train_command(config, seed, args.data, run_dir)
@@ -228,7 +233,7 @@ def render_plan(configs: list[str], seeds: list[int], records: dict, autoattack:
     cost to go by and is counted apart: an AutoAttack pass costs far more on a robust model than on another.
     Given ``runs`` (the parent of the run folders), a recorded run with a stage left whose run folder is not
     there is counted as trained again first (bench_run retrains it)."""
-    stages = ("train", "core", "autoattack") if autoattack else ("train", "core")
+    stages = STAGES if autoattack else STAGES[:2]
     # The stages with a cost column: a missing "train" costs a training and its core evaluation.
     costed = {"train": ("CPU min per run (train + core)", "training"),
               "autoattack": ("CPU min per AutoAttack pass", "AutoAttack")}
@@ -256,7 +261,7 @@ def render_plan(configs: list[str], seeds: list[int], records: dict, autoattack:
         lines.append(f"| {config} | " + " | ".join(cells) + " |")
         gone = 0 if runs is None else sum(
             "train" in found[seed] and any(stage not in found[seed] for stage in stages)
-            and not (runs / f"{config}-s{seed}" / "metrics.json").exists() for seed in seeds)
+            and not trained(runs / f"{config}-s{seed}") for seed in seeds)
         retrain += gone
         minutes["train"] += gone * (cost["train"] or 0.0)
         if gone and cost["train"] is None:
