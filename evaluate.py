@@ -5,7 +5,8 @@
     python evaluate.py runs/alphanet_v4-20261123-101500 --attack pgd autoattack --eps 8/255
 
 For a run folder the data flags default to the run's own; results go into its metrics.json
-(key "robustness") and robustness.md / robustness.json beside it. `--attack` takes any attack of
+(key "robustness") and robustness.md / robustness.json beside it; `--results PATH.json` names another file
+(evaluations side by side on one model each name their own). `--attack` takes any attack of
 the attack registry (``attacks.registry``; a plugin's too, see ``common.plugins``). `--attack autoattack` runs
 APGD-CE, APGD-T and Square (the standard AutoAttack), each on the images still robust, and adds the
 per-image worst case, each attack's ledger and its RobustBench-style record to both. Its progress is kept
@@ -20,6 +21,12 @@ import sys
 
 from common import cli
 from common.cli import add_data_arguments, non_negative_int, pixel_value, positive_int, run_cli
+
+
+def json_path(value: str) -> pathlib.Path:
+    if not value.endswith(".json"):
+        raise argparse.ArgumentTypeError(f"must name a .json file. Received: {value!r}")
+    return pathlib.Path(value)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -56,6 +63,10 @@ def build_parser() -> argparse.ArgumentParser:
                             help="run every attack on every clean-correct image, so each column is its own accuracy")
     autoattack.add_argument("--seed", type=non_negative_int, default=0, help="the attacks' seed (default: 0)")
     parser.add_argument("--out", type=pathlib.Path, help="also write the Markdown table here (e.g. results/x.md)")
+    parser.add_argument("--results", type=json_path, metavar="PATH.json",
+                        help="write the results to PATH.json and PATH.md (default: robustness.json in the run, or "
+                             "MODEL-robustness.json beside a model file); the run's metrics.json is then left alone, "
+                             "and AutoAttack checkpoints are named after PATH, so passes side by side never share one")
     return parser
 
 
@@ -125,7 +136,12 @@ def evaluate(args, argv, target: pathlib.Path) -> int:
     from common.run_folder import check_writable, read_json, write_json, write_text
     from loading.run_loader import load_run, load_split
 
-    out_dir = target if target.is_dir() else target.parent
+    # Results, and the AutoAttack checkpoints a killed evaluation goes on from, are named after this stem.
+    if args.results is not None:
+        out_dir, stem = args.results.parent, args.results.stem
+    else:
+        out_dir = target if target.is_dir() else target.parent
+        stem = "robustness" if target.is_dir() else f"{target.stem}-robustness"
     for folder in (out_dir, *((args.out.parent,) if args.out else ())):
         check_writable(folder)  # a read-only folder is refused now, not after every attack has run
     run = load_run(target)
@@ -142,8 +158,6 @@ def evaluate(args, argv, target: pathlib.Path) -> int:
         images, labels = images[chosen], labels[chosen]
     images = images.astype("float32") / 255.0
 
-    # Results, and the AutoAttack checkpoints a killed evaluation goes on from, are named after this stem.
-    stem = "robustness" if target.is_dir() else f"{target.stem}-robustness"
     result = robustness.evaluate_attacks(
         model, images, labels, attack_names=args.attack, eps_values=args.eps, snr_values=args.snr,
         pgd_steps=args.pgd_steps, restarts=args.restarts, batch_size=args.batch_size, num_classes=val.num_classes,
@@ -162,7 +176,7 @@ def evaluate(args, argv, target: pathlib.Path) -> int:
     write_json(out_dir / f"{stem}.json", result)
     for path in filter(None, (out_dir / f"{stem}.md", args.out)):
         write_text(path, table)
-    if target.is_dir() and (target / "metrics.json").exists():
+    if target.is_dir() and args.results is None and (target / "metrics.json").exists():
         write_json(target / "metrics.json", {**read_json(target / "metrics.json"), "robustness": result})
     remove_checkpoints(out_dir / stem, result.get("autoattack", {}))  # the radii it ran: their results are written
     print(f"wrote {out_dir / (stem + '.md')}")

@@ -17,9 +17,10 @@ Tables go to results/bench/<table>.md.
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import fcntl
+import os
 import pathlib
-import resource
 import shlex
 import subprocess
 import sys
@@ -29,7 +30,7 @@ from common import cli
 from common.cli import run_cli
 from common.run_folder import read_history, read_json, write_json, write_text
 from experiments.preflight import check_experiment
-from experiments.robust_methods import (CLASSES, CONFIGS, EVALUATIONS, PROTOCOL, TABLES, columns, render,
+from experiments.robust_methods import (CLASSES, CONFIGS, EPS, EVALUATIONS, PROTOCOL, TABLES, columns, render,
                                         render_claims)
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -37,18 +38,18 @@ RECORDS = ROOT / "results" / "bench" / "runs.json"
 STAGES = ("train", "core", "autoattack")  # each needs the model of the one before
 
 
-def child_cpu_seconds() -> float:
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return usage.ru_utime + usage.ru_stime
-
-
-def run(command: list[str], log: pathlib.Path) -> tuple[int, float]:
-    """Run a project script from the repository root (output appended to ``log``): (status, CPU seconds)."""
+def run(command: list[str], log: pathlib.Path, threads: int | None = None) -> tuple[int, float]:
+    """Run a project script from the repository root (output appended to ``log``), with ``threads`` TensorFlow
+    threads if given: (status, its CPU seconds, exact even with other runs going on beside it)."""
     print("$ python " + shlex.join(command), flush=True)
-    before = child_cpu_seconds()
+    env = None if threads is None else {**os.environ, "TF_NUM_INTRAOP_THREADS": str(threads),
+                                        "TF_NUM_INTEROP_THREADS": str(threads)}
     with open(log, "a") as handle:
-        status = subprocess.run([sys.executable, *command], cwd=ROOT, stdout=handle, stderr=subprocess.STDOUT).returncode
-    return status, child_cpu_seconds() - before
+        process = subprocess.Popen([sys.executable, *command], cwd=ROOT, stdout=handle, stderr=subprocess.STDOUT,
+                                   env=env)
+        _, status, usage = os.wait4(process.pid, 0)  # this child's own resource use, not all children's
+    process.returncode = os.waitstatus_to_exitcode(status)
+    return process.returncode, usage.ru_utime + usage.ru_stime
 
 
 def earlier_epochs_cpu(history: pathlib.Path) -> tuple[float, bool]:
@@ -76,11 +77,25 @@ def train_command(config: str, seed: int, data: str, run_dir: str) -> list[str]:
     return ["train.py", *PROTOCOL, "--data", data, *CONFIGS[config][1], "--seed", str(seed), "--run-dir", run_dir]
 
 
-def evaluate_command(run_dir: str, file: str, stage: str, data: str) -> list[str]:
-    # A bare model file carries no data settings: name the run's.
-    target = f"{run_dir}/{file}" if file else run_dir
-    extra = ["--data", data, "--classes", str(CLASSES)] if file else []
-    return ["evaluate.py", target, *extra, *EVALUATIONS[stage]]
+def evaluations(config: str, run_dir: str, stage: str, data: str) -> list[tuple[str, list[str], pathlib.Path]]:
+    """(model file, evaluate.py command, its result file) of each evaluation of ``stage`` on one run: "core" one
+    per model file; "autoattack" one per model file and radius, each with its own result file, so that passes
+    can run side by side (a pass on a robust model takes hours)."""
+    files = CONFIGS[config][2]
+    as_file = ["--data", data, "--classes", str(CLASSES)]  # a bare model file carries no data settings
+    if stage == "core":  # the run folder for its own model; evaluate.py's default result names
+        return [(file or "model.keras",
+                 ["evaluate.py", *([f"{run_dir}/{file}", *as_file] if file else [run_dir]), *EVALUATIONS[stage]],
+                 ROOT / run_dir / (f"{pathlib.Path(file).stem}-robustness.json" if file else "robustness.json"))
+                for file in files]
+    passes = []
+    for eps in EPS:  # the smaller radius first: it leaves more images to attack, so it takes longest
+        for file in files:  # the model file, not the run folder, which one evaluation at a time may hold
+            model = file or "model.keras"
+            result = f"{run_dir}/{pathlib.Path(model).stem}-autoattack-{eps.replace('/', '_')}.json"
+            passes.append((model, ["evaluate.py", f"{run_dir}/{model}", *as_file, *EVALUATIONS[stage], "--eps", eps,
+                                   "--results", result], ROOT / result))
+    return passes
 
 
 def save(key: str, record: dict, records: dict, runs: str) -> None:
@@ -149,27 +164,30 @@ def bench_run(config: str, seed: int, stage: str, args, records: dict, retrain: 
         record["numbers"]["model.keras"] = {"val top-1": metrics["val_top1"]}
         record["training"] = {key: metrics[key] for key in ("epochs", "best_epoch", "final_train_accuracy")}
     else:
-        seconds, commands = 0.0, []
-        for file in CONFIGS[config][2]:
-            command = evaluate_command(run_dir, file, stage, args.data)
-            # evaluate.py writes robustness.json into a run (<stem>-robustness.json beside a model file); the
-            # previous stage's is removed first so that only this stage's can be read.
-            found = ROOT / run_dir / (f"{pathlib.Path(file).stem}-robustness.json" if file else "robustness.json")
-            found.unlink(missing_ok=True)
-            status, spent = run(command, log)
+        passes = evaluations(config, run_dir, stage, args.data)
+        for _, _, result in passes:  # only this stage's results may be read
+            result.unlink(missing_ok=True)
+        # Each logs beside its result, as with --jobs N they run N at a time, the cores shared out among them.
+        logs = [result.with_suffix(".log") for _, _, result in passes]
+        jobs = min(args.jobs, len(passes))
+        threads = max(1, (os.cpu_count() or 1) // jobs) if jobs > 1 else None
+        with concurrent.futures.ThreadPoolExecutor(jobs) as pool:
+            ran = list(pool.map(lambda one, its_log: run(one[1], its_log, threads), passes, logs))
+        seconds, checks = 0.0, {}
+        for (file, command, result), its_log, (status, spent) in zip(passes, logs, ran):
             # Exit status 1 is a failed sanity check: the record is written and kept, its checks say so.
-            if status not in (0, 1) or not found.exists():
-                raise RuntimeError(f"evaluation {stage} of {key}/{file or 'model.keras'} failed; see {log}")
-            result = read_json(found)
-            seconds += spent + earlier_autoattack_cpu(result)
-            numbers = record["numbers"].setdefault(file or "model.keras", {})
-            numbers.update(columns(stage, result))
-            if file and stage == "core":
-                numbers["val top-1"] = result["clean"]
-            record.setdefault("checks_passed", {})[f"{file or 'model.keras'} {stage}"] = all(
-                check["passed"] for check in result["checks"])
-            commands.append("python " + shlex.join(command))
-        record["commands"][stage] = commands
+            if status not in (0, 1) or not result.exists():
+                raise RuntimeError(f"evaluation {stage} of {key}/{file} failed; see {its_log}")
+            found = read_json(result)
+            seconds += spent + earlier_autoattack_cpu(found)
+            numbers = record["numbers"].setdefault(file, {})
+            numbers.update(columns(stage, found))
+            if file != "model.keras" and stage == "core":
+                numbers["val top-1"] = found["clean"]
+            checks[f"{file} {stage}"] = checks.get(f"{file} {stage}", True) and all(
+                check["passed"] for check in found["checks"])
+        record.setdefault("checks_passed", {}).update(checks)
+        record["commands"][stage] = ["python " + shlex.join(command) for _, command, _ in passes]
     record["cpu_seconds"][stage] = None if seconds is None else round(seconds, 1)
     save(key, record, records, args.runs)
 
@@ -197,6 +215,9 @@ def main(argv=None) -> int:
     parser.add_argument("--configs", nargs="+", metavar="CONFIG",
                         help="run only these configurations of the tables (e.g. to share a bench between machines)")
     parser.add_argument("--no-autoattack", action="store_true", help="skip the AutoAttack pass")
+    parser.add_argument("--jobs", type=cli.positive_int, default=1,
+                        help="evaluations of a run (one per model file; for AutoAttack, one per model file and "
+                             "radius) run this many at a time, the cores shared out among them (default: 1)")
     parser.add_argument("--table-only", action="store_true", help="rebuild the tables from the records; run nothing")
     parser.add_argument("--plan", action="store_true",
                         help="print what is recorded and what is left, with the measured CPU cost; run nothing")

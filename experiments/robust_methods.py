@@ -52,12 +52,12 @@ CONFIGS = {
 
 SNRS = ("50", "45", "40", "33")
 EPS = ("2/255", "4/255")
-# Stage "core" runs on every model file right after training; "autoattack" (standard budget: APGD-CE,
-# APGD-T with 9 targets, Square with 5,000 queries) in a later pass, as it costs far more on a CPU.
+# evaluate.py's flags per stage: "core" runs on every model file right after training; "autoattack" (standard
+# budget: APGD-CE, APGD-T with 9 targets, Square with 5,000 queries) after it, one pass per model file and
+# radius (each radius in EPS is added as --eps), as a pass costs far more on a CPU and passes can run side by side.
 EVALUATIONS = {
     "core": ["--attack", "snr", "pgd", "--snr", *SNRS, "--eps", *EPS, "--pgd-steps", "10"],
-    "autoattack": ["--attack", "autoattack", "--eps", *EPS, "--autoattack-eps", *EPS, "--targets", "9",
-                   "--square-queries", "5000"],
+    "autoattack": ["--attack", "autoattack", "--targets", "9", "--square-queries", "5000"],
 }
 
 IMT_COLUMNS = ("val top-1", *(f"FGSM {snr} dB" for snr in SNRS), *(f"PGD-10 {eps}" for eps in EPS),
@@ -77,8 +77,8 @@ TABLES = {
 
 def columns(stage: str, record: dict) -> dict[str, float]:
     """Accuracies (fractions) by column name from one evaluate.py robustness record of ``stage``."""
-    if stage == "autoattack":
-        return {f"AA {eps}": record["eps"][eps]["autoattack"] for eps in EPS}
+    if stage == "autoattack":  # a pass may hold one radius of EPS
+        return {f"AA {eps}": record["eps"][eps]["autoattack"] for eps in EPS if eps in record["eps"]}
     values = {"clean": record["clean"]}
     values.update({f"FGSM {snr} dB": record["snr"][snr]["snr"] for snr in SNRS})
     values.update({f"PGD-10 {eps}": record["eps"][eps]["pgd"] for eps in EPS})

@@ -27,8 +27,18 @@ def fake_scripts(tmp_path, monkeypatch):
     monkeypatch.setattr(bench, "RECORDS", tmp_path / "results" / "bench" / "runs.json")
     monkeypatch.setattr(bench, "commit", lambda: "abc")
 
-    def run(command, log):
+    def run(command, log, threads=None):
         calls.append(command)
+        if "--results" in command:  # an AutoAttack pass on one model file at one radius
+            eps = command[command.index("--eps") + 1]
+            record = robustness_record(0.6)
+            record["eps"] = {eps: record["eps"][eps]}
+            (tmp_path / command[command.index("--results") + 1]).write_text(json.dumps(record))
+            return 0, 12.5
+        if command[1].endswith(".keras"):  # a core evaluation of a model file: its result is named after it
+            model = tmp_path / command[1]
+            model.with_name(f"{model.stem}-robustness.json").write_text(json.dumps(robustness_record(0.6)))
+            return 0, 12.5
         run_dir = tmp_path / (command[2] if command[1] == "--resume" else command[command.index("--run-dir") + 1]
                               if command[0] == "train.py" else command[1])
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -45,7 +55,7 @@ def fake_scripts(tmp_path, monkeypatch):
 
 
 def test_a_stage_with_a_record_is_never_run_again(fake_scripts):
-    args = argparse.Namespace(runs="runs/bench", data="data")
+    args = argparse.Namespace(runs="runs/bench", data="data", jobs=1)
     records = {}
     for stage in ("train", "core", "train", "core"):
         bench.bench_run("da", 0, stage, args, records)
@@ -66,7 +76,7 @@ def test_a_stage_with_a_record_is_never_run_again(fake_scripts):
 
 
 def test_a_resumed_training_counts_the_cpu_of_its_earlier_processes(fake_scripts):
-    args = argparse.Namespace(runs="runs/bench", data="data")
+    args = argparse.Namespace(runs="runs/bench", data="data", jobs=1)
     for seed, columns, rows in [(0, "epoch,epoch_seconds,epoch_cpu_seconds", ["0,90,100", "1,40,50"]),
                                 (1, "epoch,epoch_seconds", ["0,30"])]:  # a history from before CPU was logged
         run_dir = bench.ROOT / "runs" / "bench" / f"da-s{seed}"
@@ -85,21 +95,21 @@ def test_a_resumed_training_counts_the_cpu_of_its_earlier_processes(fake_scripts
 def test_a_resumed_autoattack_pass_counts_the_cpu_of_its_earlier_processes(fake_scripts, monkeypatch):
     fake = bench.run
 
-    def run(command, log):  # evaluate.py's AutoAttack records carry what their killed processes spent
+    def run(command, log, threads=None):  # evaluate.py's AutoAttack records carry what killed processes spent
         status, seconds = fake(command, log)
-        if "autoattack" in command:
-            found = bench.ROOT / command[1] / "robustness.json"
+        if "autoattack" in command and command[command.index("--eps") + 1] == "2/255":
+            found = bench.ROOT / command[command.index("--results") + 1]
             result = json.loads(found.read_text())
-            result["autoattack"] = {"2/255": {"resumed": {"seconds": 330.0, "cpu_seconds": 300.0}}, "4/255": {}}
+            result["autoattack"] = {"2/255": {"resumed": {"seconds": 330.0, "cpu_seconds": 300.0}}}
             found.write_text(json.dumps(result))
         return status, seconds
 
     monkeypatch.setattr(bench, "run", run)
-    args = argparse.Namespace(runs="runs/bench", data="data")
+    args = argparse.Namespace(runs="runs/bench", data="data", jobs=1)
     for stage in ("train", "core", "autoattack"):
         bench.bench_run("da", 0, stage, args, {})
     assert json.loads(bench.RECORDS.read_text())["da-s0"]["cpu_seconds"] == {"train": 12.5, "core": 12.5,
-                                                                             "autoattack": 12.5 + 300}
+                                                                             "autoattack": 2 * 12.5 + 300}
 
 
 def test_paired_difference_and_its_standard_error():
@@ -197,21 +207,21 @@ def test_plan_runs_nothing(fake_scripts, capsys):
 
 
 def test_a_record_whose_model_is_gone_is_retrained_before_a_later_stage(fake_scripts):
-    args = argparse.Namespace(runs="runs/bench", data="data")
+    args = argparse.Namespace(runs="runs/bench", data="data", jobs=1)
     for stage in ("train", "core"):
         bench.bench_run("da", 0, stage, args, {})
     shutil.rmtree(bench.ROOT / "runs" / "bench" / "da-s0")  # the records travelled, the run folder did not
     bench.bench_run("da", 0, "autoattack", args, {})
-    assert [command[0] for command in fake_scripts] == ["train.py", "evaluate.py"] * 2 + ["evaluate.py"]
+    assert [command[0] for command in fake_scripts] == ["train.py", "evaluate.py"] * 2 + ["evaluate.py"] * 2
     assert "--resume" not in fake_scripts[2]
     record = json.loads(bench.RECORDS.read_text())["da-s0"]
-    assert record["cpu_seconds"] == {"train": 12.5, "core": 12.5, "autoattack": 12.5}
+    assert record["cpu_seconds"] == {"train": 12.5, "core": 12.5, "autoattack": 25.0}
     (earlier,) = record["superseded"]
     assert earlier["cpu_seconds"] == {"train": 12.5, "core": 12.5} and "gone" in earlier["superseded_because"]
     assert "plus 0.0 CPU hours of 1 earlier record(s) replaced" in render("imt", {"da-s0": record}, "rebuild")
     # The retrained model is there now: nothing runs again.
     bench.bench_run("da", 0, "autoattack", args, {})
-    assert len(fake_scripts) == 5
+    assert len(fake_scripts) == 6
 
 
 def test_each_run_takes_all_its_stages_before_the_next_starts(fake_scripts, monkeypatch):
@@ -219,9 +229,33 @@ def test_each_run_takes_all_its_stages_before_the_next_starts(fake_scripts, monk
     assert run_cli(bench.main, ["robustness", "--configs", "da", "fgsm-at", "--seeds", "0", "1"]) == 0
     stages = [(command[0], command[-1] if command[0] == "train.py" else "autoattack" in command)
               for command in fake_scripts]
-    one_run = [("train.py", "runs/bench/{}"), ("evaluate.py", False), ("evaluate.py", True)]
+    one_run = [("train.py", "runs/bench/{}"), ("evaluate.py", False), ("evaluate.py", True), ("evaluate.py", True)]
     assert stages == [(script, target if isinstance(target, bool) else target.format(run))
                       for run in ("da-s0", "fgsm-at-s0", "da-s1", "fgsm-at-s1") for script, target in one_run]
     fake_scripts.clear()
     assert run_cli(bench.main, ["robustness", "--configs", "da", "--seeds", "2", "--no-autoattack"]) == 0
     assert not any("autoattack" in command for command in fake_scripts) and len(fake_scripts) == 2
+
+
+def test_jobs_run_evaluations_side_by_side_autoattack_one_per_model_file_and_radius(fake_scripts, monkeypatch):
+    fake, threads_seen = bench.run, []
+
+    def run(command, log, threads=None):
+        threads_seen.append((threads, log.name))
+        return fake(command, log)
+
+    monkeypatch.setattr(bench, "run", run)
+    monkeypatch.setattr(bench.os, "cpu_count", lambda: 4)
+    args = argparse.Namespace(runs="runs/bench", data="data", jobs=2)
+    bench.bench_run("pgd100-clean-dual", 0, "autoattack", args, {})
+    passes = [command for command in fake_scripts if "--results" in command]
+    assert [(command[1].rsplit("/", 1)[1], command[command.index("--eps") + 1]) for command in passes] == [
+        ("model.keras", "2/255"), ("model-adv-bn.keras", "2/255"), ("model.keras", "4/255"),
+        ("model-adv-bn.keras", "4/255")]  # the smaller radius, the longer pass, first
+    # The training runs alone; the evaluations (two core, four AutoAttack) two at a time, each logging apart.
+    assert [threads for threads, _ in threads_seen] == [None] + [2] * 6 and len({name for _, name in threads_seen}) == 7
+    record = json.loads(bench.RECORDS.read_text())["pgd100-clean-dual-s0"]
+    for file in ("model.keras", "model-adv-bn.keras"):
+        assert record["numbers"][file]["AA 2/255"] == record["numbers"][file]["AA 4/255"] == pytest.approx(0.12)
+        assert record["checks_passed"][f"{file} autoattack"]
+    assert record["cpu_seconds"]["autoattack"] == 4 * 12.5 and len(record["commands"]["autoattack"]) == 4

@@ -115,7 +115,21 @@ def test_an_evaluation_killed_in_autoattack_goes_on_from_its_checkpoint(trained_
     assert not list(trained_run.glob("*.partial.npz"))  # spent once the results are written
 
 
+def test_results_named_apart_let_two_passes_share_a_model(trained_run, tmp_path):
+    """--results writes elsewhere and leaves the run's own files alone (the bench runs passes side by side)."""
+    before = (trained_run / "metrics.json").read_text()
+    common = [str(trained_run / "model.keras"), "--dataset", "digits", "--classes", "4", "--attack", "autoattack",
+              "--apgd-steps", "2", "--targets", "3", "--square-queries", "5", "--limit", "16"]
+    for eps in ("4/255", "8/255"):
+        out = tmp_path / f"pass-{eps.replace('/', '_')}.json"
+        assert evaluate_cli.run_cli(evaluate_cli.main, [*common, "--eps", eps, "--results", str(out)]) in (0, 1)
+        assert list(json.loads(out.read_text())["autoattack"]) == [eps] and out.with_suffix(".md").exists()
+    assert (trained_run / "metrics.json").read_text() == before
+    assert not (trained_run / "model-robustness.json").exists() and not list(tmp_path.glob("*.partial.npz"))
+
+
 @pytest.mark.parametrize("flags, message", [
+    (["--results", "out.txt"], "--results"),
     (["--limit", "0"], "--limit"), (["--limit", "-5"], "--limit"), (["--eps", "2"], "--eps"),
     (["--pgd-steps", "0"], "--pgd-steps"), (["--batch-size", "0"], "--batch-size"),
     (["--square-queries", "0"], "--square-queries"),
