@@ -19,11 +19,13 @@ from __future__ import annotations
 import argparse
 import concurrent.futures
 import fcntl
+import hashlib
 import os
 import pathlib
 import shlex
 import subprocess
 import sys
+import zipfile
 
 from analysis import results_table
 from common import cli
@@ -119,13 +121,29 @@ def new_record(config: str, seed: int) -> dict:
     return {"config": config, "seed": seed, "commands": {}, "cpu_seconds": {}, "numbers": {}}
 
 
+def weights_digest(run_dir: pathlib.Path) -> str:
+    """sha256 of a run's trained weights (model.keras's weights member: its other members carry the save date),
+    by which a run trained again is known to be the same model."""
+    with zipfile.ZipFile(run_dir / "model.keras") as archive:
+        return hashlib.sha256(archive.read("model.weights.h5")).hexdigest()
+
+
+def tf_threads() -> int | None:
+    """The TensorFlow threads this bench's children get (TF_NUM_INTRAOP_THREADS; None: TensorFlow's default).
+    A training is reproducible only with the same count, as threads split the sums differently."""
+    value = os.environ.get("TF_NUM_INTRAOP_THREADS")
+    return int(value) if value and value.isdigit() else None
+
+
 def bench_run(config: str, seed: int, stage: str, args, records: dict, retrain: bool = False) -> None:
     """Bring one (config, seed) through ``stage`` ("train", "core" or "autoattack"), saving its record.
 
     The earlier stages run first where they have no record. A record whose model is gone (its run folder was
-    on another machine) cannot take a later stage: the run is trained again (``retrain``) with its command
-    and seed, and every stage is redone, so that all numbers of a row come from one model. The earlier
-    record is kept under "superseded" (the tables read only the current numbers)."""
+    on another machine) cannot take a later stage: the run is trained again (``retrain``) with its command,
+    seed and thread count. When that reproduces the recorded weights (same digest), the record stands and only
+    what it lacks is run (a stage's finished evaluations included); otherwise every stage is redone, so that
+    all numbers of a row come from one model, and the earlier record is kept under "superseded" (the tables
+    read only the current numbers)."""
     key = f"{config}-s{seed}"
     if RECORDS.exists():  # another bench may have recorded it meanwhile
         records.update(read_json(RECORDS))
@@ -138,58 +156,99 @@ def bench_run(config: str, seed: int, stage: str, args, records: dict, retrain: 
         for earlier in STAGES[:STAGES.index(stage)]:
             bench_run(config, seed, earlier, args, records, retrain=model_gone and earlier == "train")
     record = records.setdefault(key, new_record(config, seed))
-    if retrain:
-        earlier = {name: value for name, value in record.items() if name != "superseded"}
-        earlier["superseded_because"] = f"run folder {run_dir} gone when a later stage needed its model"
-        record = new_record(config, seed) | {"superseded": [*record.get("superseded", []), earlier]}
-    log = ROOT / f"{run_dir}.log"
-    log.parent.mkdir(parents=True, exist_ok=True)
+    (ROOT / run_dir).parent.mkdir(parents=True, exist_ok=True)
     if stage == "train":
-        # A run folder trained before this bench saw it (adopted): its code and CPU time are not known here.
-        seconds, record["commit"] = None, "adopted"
-        if not trained(ROOT / run_dir):
-            record["commit"] = commit()  # the code the run trains with
-            resume = (ROOT / run_dir / "config.json").exists()
-            command = ["train.py", "--resume", run_dir] if resume else train_command(config, seed, args.data, run_dir)
-            # Earlier processes of a resumed run (stopped with their sitting) are counted by their epochs.
-            earlier, estimated = earlier_epochs_cpu(ROOT / run_dir / "history.csv") if resume else (0.0, False)
-            status, seconds = run(command, log)
-            if status != 0:
-                raise RuntimeError(f"training {key} failed (status {status}); see {log}")
-            seconds += earlier
-            if estimated:
-                record["cpu_estimated"] = "train: epochs of earlier processes without a CPU figure counted by wall time"
-        metrics = read_json(ROOT / run_dir / "metrics.json")
-        record["commands"]["train"] = "python " + shlex.join(train_command(config, seed, args.data, run_dir))
-        record["numbers"]["model.keras"] = {"val top-1": metrics["val_top1"]}
-        record["training"] = {key: metrics[key] for key in ("epochs", "best_epoch", "final_train_accuracy")}
+        train_stage(key, record, config, seed, args, records, retrain)
     else:
-        passes = evaluations(config, run_dir, stage, args.data)
-        for _, _, result in passes:  # only this stage's results may be read
-            result.unlink(missing_ok=True)
-        # Each logs beside its result, as with --jobs N they run N at a time, the cores shared out among them.
-        logs = [result.with_suffix(".log") for _, _, result in passes]
-        jobs = min(args.jobs, len(passes))
-        threads = max(1, (os.cpu_count() or 1) // jobs) if jobs > 1 else None
-        with concurrent.futures.ThreadPoolExecutor(jobs) as pool:
-            ran = list(pool.map(lambda one, its_log: run(one[1], its_log, threads), passes, logs))
-        seconds, checks = 0.0, {}
-        for (file, command, result), its_log, (status, spent) in zip(passes, logs, ran):
-            # Exit status 1 is a failed sanity check: the record is written and kept, its checks say so.
-            if status not in (0, 1) or not result.exists():
-                raise RuntimeError(f"evaluation {stage} of {key}/{file} failed; see {its_log}")
-            found = read_json(result)
-            seconds += spent + earlier_autoattack_cpu(found)
-            numbers = record["numbers"].setdefault(file, {})
-            numbers.update(columns(stage, found))
-            if file != "model.keras" and stage == "core":
-                numbers["val top-1"] = found["clean"]
-            checks[f"{file} {stage}"] = checks.get(f"{file} {stage}", True) and all(
-                check["passed"] for check in found["checks"])
-        record.setdefault("checks_passed", {}).update(checks)
-        record["commands"][stage] = ["python " + shlex.join(command) for _, command, _ in passes]
-    record["cpu_seconds"][stage] = None if seconds is None else round(seconds, 1)
+        evaluation_stage(key, record, config, stage, args, records)
+
+
+def train_stage(key: str, record: dict, config: str, seed: int, args, records: dict, retrain: bool) -> None:
+    run_dir, log = f"{args.runs}/{key}", ROOT / f"{args.runs}/{key}.log"
+    threads = record.get("tf_threads") if retrain else tf_threads()
+    if retrain:
+        recorded = record
+        record = new_record(config, seed) | {"superseded": recorded.get("superseded", [])}
+    # A run folder trained before this bench saw it (adopted): its code and CPU time are not known here.
+    seconds, record["commit"] = None, "adopted"
+    if not trained(ROOT / run_dir):
+        record["commit"] = commit()  # the code the run trains with
+        resume = (ROOT / run_dir / "config.json").exists()
+        command = ["train.py", "--resume", run_dir] if resume else train_command(config, seed, args.data, run_dir)
+        # Earlier processes of a resumed run (stopped with their sitting) are counted by their epochs.
+        earlier, estimated = earlier_epochs_cpu(ROOT / run_dir / "history.csv") if resume else (0.0, False)
+        status, seconds = run(command, log, threads)
+        if status != 0:
+            raise RuntimeError(f"training {key} failed (status {status}); see {log}")
+        seconds += earlier
+        if estimated:
+            record["cpu_estimated"] = "train: epochs of earlier processes without a CPU figure counted by wall time"
+    digest = weights_digest(ROOT / run_dir)
+    if retrain and recorded.get("weights_sha256") == digest:  # the same model again: its record stands
+        recorded["retrained"] = [*recorded.get("retrained", []), {"commit": record["commit"],
+                                                                  "cpu_seconds": round(seconds or 0.0, 1)}]
+        save(key, recorded, records, args.runs)
+        return
+    if retrain:
+        earlier = {name: value for name, value in recorded.items() if name != "superseded"}
+        earlier["superseded_because"] = f"run folder {run_dir} gone when a later stage needed its model"
+        record["superseded"] = [*record["superseded"], earlier]
+    metrics = read_json(ROOT / run_dir / "metrics.json")
+    record["commands"]["train"] = "python " + shlex.join(train_command(config, seed, args.data, run_dir))
+    record["numbers"]["model.keras"] = {"val top-1": metrics["val_top1"]}
+    record["training"] = {key: metrics[key] for key in ("epochs", "best_epoch", "final_train_accuracy")}
+    record["weights_sha256"], record["tf_threads"] = digest, threads
+    record["cpu_seconds"]["train"] = None if seconds is None else round(seconds, 1)
     save(key, record, records, args.runs)
+
+
+def evaluation_stage(key: str, record: dict, config: str, stage: str, args, records: dict) -> None:
+    """Run the evaluations of ``stage`` that the record lacks, N at a time (--jobs), recording each as it
+    ends: a sitting that stops between them keeps the finished ones (for a model trained again to the same
+    weights). The stage is done, with its CPU, once all are."""
+    run_dir = f"{args.runs}/{key}"
+    partial = record.setdefault("partial", {}).setdefault(stage, {"finished": [], "cpu_seconds": 0.0})
+    passes = [one for one in evaluations(config, run_dir, stage, args.data) if one[2].name not in partial["finished"]]
+    for _, _, result in passes:  # only this stage's results may be read
+        result.unlink(missing_ok=True)
+    # Each logs beside its result, as with --jobs N they run N at a time, the cores shared out among them.
+    jobs = max(1, min(args.jobs, len(passes)))
+    threads = max(1, (os.cpu_count() or 1) // jobs) if jobs > 1 else None
+    with concurrent.futures.ThreadPoolExecutor(jobs) as pool:
+        running = {pool.submit(run, command, result.with_suffix(".log"), threads): (file, command, result)
+                   for file, command, result in passes}
+        try:
+            record_as_they_end(key, record, stage, running, args, records)
+        except BaseException:
+            pool.shutdown(cancel_futures=True)  # the passes not started never start; the running ones end first
+            raise
+    record["cpu_seconds"][stage] = round(record["partial"].pop(stage)["cpu_seconds"], 1)
+    if not record["partial"]:
+        del record["partial"]
+    save(key, record, records, args.runs)
+
+
+def record_as_they_end(key: str, record: dict, stage: str, running: dict, args, records: dict) -> None:
+    """Merge each evaluation's result into the record (numbers, checks, command, CPU) and save it as it ends."""
+    partial = record["partial"][stage]
+    for future in concurrent.futures.as_completed(running):
+        file, command, result = running[future]
+        status, spent = future.result()
+        # Exit status 1 is a failed sanity check: the record is written and kept, its checks say so.
+        if status not in (0, 1) or not result.exists():
+            raise RuntimeError(f"evaluation {stage} of {key}/{file} failed; see {result.with_suffix('.log')}")
+        found = read_json(result)
+        numbers = record["numbers"].setdefault(file, {})
+        numbers.update(columns(stage, found))
+        if file != "model.keras" and stage == "core":
+            numbers["val top-1"] = found["clean"]
+        checks = record.setdefault("checks_passed", {})
+        checks[f"{file} {stage}"] = checks.get(f"{file} {stage}", True) and all(
+            check["passed"] for check in found["checks"])
+        record["commands"].setdefault(stage, []).append("python " + shlex.join(command))
+        partial["finished"].append(result.name)
+        partial["cpu_seconds"] += spent + earlier_autoattack_cpu(found)
+        save(key, record, records, args.runs)
 
 
 def check_arguments(args) -> None:

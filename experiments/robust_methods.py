@@ -147,15 +147,22 @@ def render(name: str, records: dict, rebuild: str) -> str:
     stages = [record.get("cpu_seconds", {}).get(stage, 0.0) for record in used
               for stage in ("train", "core", "autoattack")]
     unknown = sum(value is None for value in stages)
-    hours = sum(value or 0.0 for value in stages) / 3600
+    # A stage under way has the CPU of its finished evaluations in "partial".
+    hours = (sum(value or 0.0 for value in stages)
+             + sum(part["cpu_seconds"] for record in used for part in record.get("partial", {}).values())) / 3600
     estimated = sum("cpu_estimated" in record for record in used)
     # Records replaced by a retraining (their run folder was lost) cost CPU too: counted, and said apart.
     superseded = [old for record in used for old in record.get("superseded", [])]
     superseded_hours = sum(value or 0.0 for old in superseded for value in old.get("cpu_seconds", {}).values()) / 3600
+    # So do trainings that reproduced a recorded model (same weights) to finish its stages.
+    retrained = [again for record in used for again in record.get("retrained", [])]
+    retrained_hours = sum(again["cpu_seconds"] for again in retrained) / 3600
     caveats = ([f"{unknown} stage(s) of runs trained outside the bench (adopted) not counted"] if unknown else []) \
         + ([f"{estimated} resumed training(s) count epochs of earlier processes by wall time"] if estimated else []) \
         + ([f"plus {superseded_hours:.1f} CPU hours of {len(superseded)} earlier record(s) replaced when their run "
-            "folders were lost and the runs were trained again"] if superseded else [])
+            "folders were lost and the runs were trained again"] if superseded else []) \
+        + ([f"plus {retrained_hours:.1f} CPU hours of {len(retrained)} training(s) that reproduced a recorded "
+            "model (same weights) whose run folder was lost"] if retrained else [])
     lines += ["", convergence(used), "",
               f"CPU time of the runs above (training and evaluation, all processes): {hours:.1f} CPU hours over "
               f"{len(used)} runs" + "".join(f", {caveat}" for caveat in caveats)

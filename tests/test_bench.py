@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+import zipfile
 
 import numpy as np
 import pytest
@@ -44,6 +45,8 @@ def fake_scripts(tmp_path, monkeypatch):
         run_dir.mkdir(parents=True, exist_ok=True)
         if command[0] == "train.py":
             seed = int(run_dir.name.rsplit("-s", 1)[1])
+            with zipfile.ZipFile(run_dir / "model.keras", "w") as archive:  # weights unlike any earlier training's
+                archive.writestr("model.weights.h5", f"{run_dir.name} {len(calls)}")
             (run_dir / "metrics.json").write_text(json.dumps({"val_top1": 0.5 + seed / 100, "epochs": 9,
                                                               "best_epoch": 7, "final_train_accuracy": 0.8}))
         else:
@@ -259,3 +262,37 @@ def test_jobs_run_evaluations_side_by_side_autoattack_one_per_model_file_and_rad
         assert record["numbers"][file]["AA 2/255"] == record["numbers"][file]["AA 4/255"] == pytest.approx(0.12)
         assert record["checks_passed"][f"{file} autoattack"]
     assert record["cpu_seconds"]["autoattack"] == 4 * 12.5 and len(record["commands"]["autoattack"]) == 4
+
+
+def test_a_retraining_that_reproduces_the_weights_keeps_the_record_and_runs_only_what_it_lacks(fake_scripts,
+                                                                                              monkeypatch):
+    fake = bench.run
+
+    def killed_at_4(command, log, threads=None):  # the sitting ends during the 4/255 pass
+        if "--results" in command and "4/255" in command:
+            raise KeyboardInterrupt
+        return fake(command, log)
+
+    monkeypatch.setattr(bench, "run", killed_at_4)
+    monkeypatch.setenv("TF_NUM_INTRAOP_THREADS", "1")
+    args = argparse.Namespace(runs="runs/bench", data="data", jobs=1)
+    with pytest.raises(KeyboardInterrupt):
+        bench.bench_run("da", 0, "autoattack", args, {})
+    record = json.loads(bench.RECORDS.read_text())["da-s0"]
+    assert record["partial"]["autoattack"]["finished"] == ["model-autoattack-2_255.json"]
+    assert "autoattack" not in record["cpu_seconds"] and record["tf_threads"] == 1
+    assert record["numbers"]["model.keras"]["AA 2/255"] == pytest.approx(0.12)
+
+    # The next sitting has the records, not the run folder; the training reproduces the recorded weights.
+    shutil.rmtree(bench.ROOT / "runs" / "bench" / "da-s0")
+    monkeypatch.setattr(bench, "run", fake)
+    monkeypatch.setattr(bench, "weights_digest", lambda run_dir: record["weights_sha256"])
+    fake_scripts.clear()
+    bench.bench_run("da", 0, "autoattack", args, {})
+    assert [command[0] for command in fake_scripts] == ["train.py", "evaluate.py"]
+    assert fake_scripts[1][fake_scripts[1].index("--eps") + 1] == "4/255"
+    kept = json.loads(bench.RECORDS.read_text())["da-s0"]
+    assert "superseded" not in kept and "partial" not in kept and kept["retrained"][0]["cpu_seconds"] == 12.5
+    assert kept["cpu_seconds"] == {"train": 12.5, "core": 12.5, "autoattack": 25.0}
+    assert kept["numbers"]["model.keras"]["AA 4/255"] == pytest.approx(0.12) and len(kept["commands"]["autoattack"]) == 2
+    assert "plus 0.0 CPU hours of 1 training(s) that reproduced a recorded model" in render("imt", {"da-s0": kept}, "r")
