@@ -164,6 +164,7 @@ def bench_run(config: str, seed: int, stage: str, args, records: dict, retrain: 
 
 
 def train_stage(key: str, record: dict, config: str, seed: int, args, records: dict, retrain: bool) -> None:
+    """Train (or resume, or adopt a trained run folder) and record it; ``retrain``: see bench_run."""
     run_dir, log = f"{args.runs}/{key}", ROOT / f"{args.runs}/{key}.log"
     threads = record.get("tf_threads") if retrain else tf_threads()
     if retrain:
@@ -197,7 +198,7 @@ def train_stage(key: str, record: dict, config: str, seed: int, args, records: d
     record["commands"]["train"] = "python " + shlex.join(train_command(config, seed, args.data, run_dir))
     record["numbers"]["model.keras"] = {"val top-1": metrics["val_top1"]}
     record["training"] = {key: metrics[key] for key in ("epochs", "best_epoch", "final_train_accuracy")}
-    record["weights_sha256"], record["tf_threads"] = digest, threads
+    record["weights_sha256"], record["tf_threads"] = digest, None if seconds is None else threads  # adopted: unknown
     record["cpu_seconds"]["train"] = None if seconds is None else round(seconds, 1)
     save(key, record, records, args.runs)
 
