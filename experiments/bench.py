@@ -128,11 +128,11 @@ def weights_digest(run_dir: pathlib.Path) -> str:
         return hashlib.sha256(archive.read("model.weights.h5")).hexdigest()
 
 
-def tf_threads() -> int | None:
-    """The TensorFlow threads this bench's children get (TF_NUM_INTRAOP_THREADS; None: TensorFlow's default).
-    A training is reproducible only with the same count, as threads split the sums differently."""
-    value = os.environ.get("TF_NUM_INTRAOP_THREADS")
-    return int(value) if value and value.isdigit() else None
+def tf_threads() -> int:
+    """The TensorFlow threads this bench's children get (TF_NUM_INTRAOP_THREADS; 0, as in TensorFlow: its
+    default). A training is reproducible only with the same count, as threads split the sums differently."""
+    value = os.environ.get("TF_NUM_INTRAOP_THREADS", "")
+    return int(value) if value.isdigit() else 0
 
 
 def bench_run(config: str, seed: int, stage: str, args, records: dict, retrain: bool = False) -> None:
@@ -166,7 +166,8 @@ def bench_run(config: str, seed: int, stage: str, args, records: dict, retrain: 
 def train_stage(key: str, record: dict, config: str, seed: int, args, records: dict, retrain: bool) -> None:
     """Train (or resume, or adopt a trained run folder) and record it; ``retrain``: see bench_run."""
     run_dir, log = f"{args.runs}/{key}", ROOT / f"{args.runs}/{key}.log"
-    threads = record.get("tf_threads") if retrain else tf_threads()
+    # Trained again with the recorded count (a record from before counts were kept, or adopted: this bench's).
+    threads = record["tf_threads"] if retrain and record.get("tf_threads") is not None else tf_threads()
     if retrain:
         recorded = record
         record = new_record(config, seed) | {"superseded": recorded.get("superseded", [])}

@@ -249,14 +249,16 @@ def test_jobs_run_evaluations_side_by_side_autoattack_one_per_model_file_and_rad
 
     monkeypatch.setattr(bench, "run", run)
     monkeypatch.setattr(bench.os, "cpu_count", lambda: 4)
+    monkeypatch.delenv("TF_NUM_INTRAOP_THREADS", raising=False)
     args = argparse.Namespace(runs="runs/bench", data="data", jobs=2)
     bench.bench_run("pgd100-clean-dual", 0, "autoattack", args, {})
     passes = [command for command in fake_scripts if "--results" in command]
     assert [(command[1].rsplit("/", 1)[1], command[command.index("--eps") + 1]) for command in passes] == [
         ("model.keras", "2/255"), ("model-adv-bn.keras", "2/255"), ("model.keras", "4/255"),
         ("model-adv-bn.keras", "4/255")]  # the smaller radius, the longer pass, first
-    # The training runs alone; the evaluations (two core, four AutoAttack) two at a time, each logging apart.
-    assert [threads for threads, _ in threads_seen] == [None] + [2] * 6 and len({name for _, name in threads_seen}) == 7
+    # The training runs alone (with the bench's threads: none set, 0 is TensorFlow's default); the evaluations
+    # (two core, four AutoAttack) two at a time, each logging apart.
+    assert [threads for threads, _ in threads_seen] == [0] + [2] * 6 and len({name for _, name in threads_seen}) == 7
     record = json.loads(bench.RECORDS.read_text())["pgd100-clean-dual-s0"]
     for file in ("model.keras", "model-adv-bn.keras"):
         assert record["numbers"][file]["AA 2/255"] == record["numbers"][file]["AA 4/255"] == pytest.approx(0.12)
@@ -285,11 +287,13 @@ def test_a_retraining_that_reproduces_the_weights_keeps_the_record_and_runs_only
 
     # The next sitting has the records, not the run folder; the training reproduces the recorded weights.
     shutil.rmtree(bench.ROOT / "runs" / "bench" / "da-s0")
-    monkeypatch.setattr(bench, "run", fake)
+    threads_seen = []
+    monkeypatch.setattr(bench, "run", lambda command, log, threads=None: threads_seen.append(threads) or fake(command, log))
+    monkeypatch.setenv("TF_NUM_INTRAOP_THREADS", "2")  # this sitting's bench has other threads: the record's count wins
     monkeypatch.setattr(bench, "weights_digest", lambda run_dir: record["weights_sha256"])
     fake_scripts.clear()
     bench.bench_run("da", 0, "autoattack", args, {})
-    assert [command[0] for command in fake_scripts] == ["train.py", "evaluate.py"]
+    assert [command[0] for command in fake_scripts] == ["train.py", "evaluate.py"] and threads_seen[0] == 1
     assert fake_scripts[1][fake_scripts[1].index("--eps") + 1] == "4/255"
     kept = json.loads(bench.RECORDS.read_text())["da-s0"]
     assert "superseded" not in kept and "partial" not in kept and kept["retrained"][0]["cpu_seconds"] == 12.5
