@@ -17,7 +17,6 @@ import argparse
 import json
 import os
 import pathlib
-import platform
 import subprocess
 import sys
 import tempfile
@@ -73,8 +72,7 @@ def main(argv=None) -> int:
               f"{1000 * one['cpu_seconds_per_image'][name]:.2f} | {1000 * many['cpu_seconds_per_image'][name]:.2f} | "
               f"{cpu:.2f}x | {speedup:.2f}x |")
     payload = {"benchmark": "train_step_threads", "baseline": "1 TensorFlow thread", "threads": n,
-               "machine": {"platform": platform.platform(), "python": platform.python_version(),
-                           "cpu_count": os.cpu_count(), "load_average_at_end": os.getloadavg()},
+               "machine": many["machine"],  # train_step.py's own description, at the end of the later run
                "runs": {"1": one, str(n): many}, "ratios": ratios,
                "command": "python benchmarks/threads.py " + " ".join(argv if argv is not None else sys.argv[1:])}
     write_json(arguments.out, payload)
