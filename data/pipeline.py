@@ -14,18 +14,22 @@ def steps_per_epoch(num_examples: int, batch_size: int) -> int:
 
 
 def make_dataset(split: Split, batch_size: int, *, training: bool, augment=None, seed: int = 0,
-                 repeat: bool = False) -> tf.data.Dataset:
+                 repeat: bool = False, start_batch: int = 0) -> tf.data.Dataset:
     """Batches of (float32 [0, 1] (B, H, W, 3), int32 (B,)).
 
     training=True shuffles with ``seed`` (a new order every pass) and applies
     ``augment(images, batch_seed)`` to whole batches, where batch_seed is an int32 (2,) tensor
     derived from ``seed`` and the batch, so the same seed gives the same batches.
     repeat=True never ends; the per-batch seed then keeps changing from epoch to epoch.
+    start_batch drops the stream's first batches before any image is loaded: a resumed run goes on
+    with exactly the batches (order and augmentation draws) an uninterrupted run trains on there.
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be positive. Received: batch_size={batch_size}")
     if len(split) == 0:
         raise ValueError("cannot make a dataset from an empty split")
+    if start_batch < 0:
+        raise ValueError(f"start_batch must be 0 or more. Received: start_batch={start_batch}")
     # The arrays become two tensors once; the dataset itself only moves indices. A shuffle
     # buffer of whole images would hold a second copy of the data (1.2 GB for Tiny ImageNet).
     images = tf.convert_to_tensor(split.images, dtype=tf.uint8)
@@ -36,7 +40,8 @@ def make_dataset(split: Split, batch_size: int, *, training: bool, augment=None,
         dataset = dataset.shuffle(count, seed=seed, reshuffle_each_iteration=True)
     if repeat:
         dataset = dataset.repeat()
-    dataset = dataset.batch(batch_size).enumerate()
+    # Skipped after numbering and before loading: skipping costs only the shuffled indices.
+    dataset = dataset.batch(batch_size).enumerate().skip(start_batch)
     augmenting = training and augment is not None
     base = tf.constant(seed, tf.int64)
 

@@ -85,12 +85,12 @@ class ParsevalConstraint(keras.constraints.Constraint):
         self.rows = real_in_range("rows", rows, 0.0, 1.0, low_open=True)
         self.seed = seed
         # Only the sampled variant draws random numbers. Its generator (a variable) is made here, eagerly:
-        # the optimizer calls the constraint inside its traced train step.
-        self._seed_generator = keras.random.SeedGenerator(seed) if self.rows < 1.0 else None
+        # the optimizer calls the constraint inside its traced train step. Public: a run's backup keeps its state.
+        self.seed_generator = keras.random.SeedGenerator(seed) if self.rows < 1.0 else None
 
     def _sampled_rows(self, count):
         """Indices of ``ceil(rows * count)`` distinct output channels, a fresh draw per call."""
-        noise = keras.random.uniform((count,), seed=self._seed_generator)
+        noise = keras.random.uniform((count,), seed=self.seed_generator)
         return keras.ops.top_k(noise, max(1, math.ceil(self.rows * count)))[1]
 
     def __call__(self, kernel):

@@ -77,6 +77,21 @@ def test_augment_gets_a_distinct_int32_seed_per_batch_and_epoch():
     assert len({value for epoch in epochs for value in epoch}) > 2  # not the same seeds every epoch
 
 
+def test_a_stream_started_later_gives_the_batches_the_whole_stream_gives_there():
+    # what a resumed run trains on: the same order and the same augmentation draws, across passes
+    split = _split(count=10)
+
+    def stream(start_batch):
+        dataset = make_dataset(split, 4, training=True, augment=_noise, seed=2, repeat=True, start_batch=start_batch)
+        return [images.numpy() for images, _ in dataset.take(9 - start_batch)]
+
+    whole, later = stream(0), stream(5)  # batch 5 lies in the second pass over the 10 images
+    for a, b in zip(whole[5:], later, strict=True):
+        np.testing.assert_array_equal(a, b)
+    with pytest.raises(ValueError, match="start_batch=-1"):
+        make_dataset(split, 4, training=True, start_batch=-1)
+
+
 def test_no_augmentation_when_not_training():
     def fail(images, seed):
         raise AssertionError("augment called")

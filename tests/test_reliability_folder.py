@@ -30,8 +30,8 @@ import os, signal, h5py
 _close, _seen = h5py.File.close, []
 def _close_or_die(self):
     name = self.filename if self.id.valid else ""
-    if os.sep + "backup" + os.sep in name and self.mode == "r+":
-        _seen.append(name)
+    if os.sep + "backup" + os.sep in name and self.mode == "r+" and name not in _seen:
+        _seen.append(name)  # each backup file is opened for writing twice: weights, then the seed states
         if len(_seen) == 2:
             os.kill(os.getpid(), signal.SIGKILL)
     _close(self)
@@ -255,3 +255,37 @@ def test_a_diverged_run_stops_with_a_clear_error_and_keeps_no_nan_epoch(tmp_path
     with pytest.raises(ValueError, match="training diverged"):
         trainer.train(config, tmp_path / "run")
     assert not read_history(tmp_path / "run" / "history.csv") and backed_up(tmp_path / "run") == 0
+
+
+def test_a_resumed_fit_goes_on_with_the_random_draws_an_uninterrupted_one_makes(tmp_path):
+    # Keras' weights files leave out the SeedGenerator states (Dropout's, the sampled Parseval rows'):
+    # restored without them, the resumed epochs would draw the first epochs' masks and rows again
+    import numpy as np
+
+    from models.parseval import ParsevalConstraint
+
+    images = np.random.default_rng(0).normal(size=(64, 6)).astype("float32")
+    labels = (images[:, 0] > 0).astype("int32")
+
+    class Crash(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            if epoch == 1:
+                raise RuntimeError("simulated crash")
+
+    def fit(backup, epochs, *callbacks):
+        keras.utils.set_random_seed(3)
+        model = keras.Sequential([keras.Input((6,)), keras.layers.Dense(8), keras.layers.Dropout(0.5),
+                                  keras.layers.Dense(2, kernel_constraint=ParsevalConstraint(rows=0.5))])
+        model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+        callback = run_callbacks.AtomicBackupAndRestore(backup, log=lambda line: None)
+        callback.restorable()
+        model.fit(images, labels, batch_size=16, epochs=epochs, shuffle=False, verbose=0,
+                  callbacks=[*callbacks, callback])
+        return model
+
+    straight = fit(tmp_path / "straight", 3)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        fit(tmp_path / "resumed", 3, Crash())
+    resumed = fit(tmp_path / "resumed", 3)
+    for a, b in zip(straight.weights, resumed.weights, strict=True):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())

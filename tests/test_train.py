@@ -11,6 +11,7 @@ import pytest
 
 import train as train_cli
 from analysis import results_table
+from experiments.bench import weights_digest
 from training import trainer
 from common.run_folder import read_history
 from training.callbacks import ResumableEarlyStopping, ResumableReduceLROnPlateau
@@ -65,6 +66,23 @@ def test_kill_and_resume_continues_at_the_right_epoch(tmp_path):
     assert handed_over == [0, 1]
     assert [row["epoch"] for row in read_history(run_dir / "history.csv")] == [0, 1, 2, 3]
     assert json.loads((run_dir / "metrics.json").read_text())["epochs"] == 4
+
+
+@pytest.mark.slow
+def test_a_resumed_run_ends_with_the_weights_of_an_uninterrupted_one(tmp_path):
+    # the resumed epochs train on the batches (order, augmentation draws) the uninterrupted run trained on
+    def config():
+        config = fast_config(epochs=4, seed=5)
+        config.recipe = override(config.recipe, augment="flip_shift")
+        return config
+
+    straight = trainer.train(config(), tmp_path / "straight")
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        trainer.train(config(), tmp_path / "resumed", extra_callbacks=(CrashAfter(2),))
+    resumed = trainer.train(config(), tmp_path / "resumed", resume=True)
+    losses = [[row["loss"] for row in read_history(run / "history.csv")] for run in (straight, resumed)]
+    assert losses[0] == losses[1]
+    assert weights_digest(straight) == weights_digest(resumed)
 
 
 @pytest.mark.slow

@@ -120,6 +120,8 @@ class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
     still has a fallback. ``restorable()`` picks and verifies the state before ``fit`` starts (so the
     history can be trimmed to it); ``on_train_begin`` loads it. ``on_finished`` runs before the backup is
     deleted at the end of training, so there is no instant at which neither says where the run stands.
+    Each weights file also holds the model's random-draw states (``SEED_STATES``), so a resumed run's
+    dropout masks go on where they were instead of repeating the first epochs'.
     """
 
     METADATA = "training_metadata.json"
@@ -164,6 +166,7 @@ class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
         if self.model.optimizer is not None and not self.model.optimizer.built:
             self.model.optimizer.build(self.model.trainable_variables)
         self.model.load_weights(str(path))
+        _load_seed_states(self.model, path)
         self.model._initial_epoch = epoch  # what Keras' own callback sets: fit() starts from this epoch
 
     def _save_model(self):
@@ -173,6 +176,7 @@ class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
         # Keras only writes names ending in .weights.h5; the mark lets remove_leftovers find a killed write.
         temporary = self.folder / f".{name}{TEMPORARY_MARK}{os.getpid()}.weights.h5"
         self.model.save_weights(str(temporary), overwrite=True)
+        _save_seed_states(self.model, temporary)
         with open(temporary, "rb") as handle:
             os.fsync(handle.fileno())  # whole on disk before anything names it
         os.replace(temporary, self.folder / name)
@@ -188,6 +192,40 @@ class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
         if self.on_finished is not None:
             self.on_finished()
         super().on_train_end(logs)
+
+
+SEED_STATES = "seed_generator_states"  # a group of the backup's weights file that Keras' loading passes over
+
+
+def _seed_states(model: keras.Model) -> list:
+    """The state of every keras.random.SeedGenerator in the model (Dropout's, an in-model augmentation's)
+    and in its kernel constraints (the sampled Parseval retraction's ``seed_generator``), in the model's
+    order: variables, but not weights, so ``save_weights`` leaves them out."""
+    constraints = (getattr(layer, "kernel_constraint", None) for layer in _layers(model))
+    drawing = [constraint.seed_generator.state for constraint in constraints
+               if isinstance(getattr(constraint, "seed_generator", None), keras.random.SeedGenerator)]
+    return [variable for variable in model.variables if variable.name == "seed_generator_state"] + drawing
+
+
+def _save_seed_states(model: keras.Model, path: pathlib.Path) -> None:
+    import h5py
+
+    with h5py.File(path, "a") as handle:
+        group = handle.create_group(SEED_STATES)
+        for index, variable in enumerate(_seed_states(model)):
+            group[str(index)] = keras.ops.convert_to_numpy(variable)
+
+
+def _load_seed_states(model: keras.Model, path: pathlib.Path) -> None:
+    import h5py
+
+    states = _seed_states(model)
+    with h5py.File(path, "r") as handle:
+        group = handle.get(SEED_STATES)
+        if group is None or len(group) != len(states):  # a backup written before they were kept
+            return
+        for index, variable in enumerate(states):
+            variable.assign(group[str(index)][()])
 
 
 def _unreadable(path: pathlib.Path) -> str | None:

@@ -180,7 +180,7 @@ def train_alphastack(members: list[Member], run_dir, *, head=(512, 256), **data_
     stack = build_alphastack(members, val_split.image_shape, head)
     trainer.compile_for_training(stack, config.recipe)
     _write_config(run_dir, config, members, val_split, head=list(head))
-    train_data, val_data, steps = trainer.make_datasets(config.recipe, train_split, val_split, config.seed)
+    train_stream, val_data, steps = trainer.make_datasets(config.recipe, train_split, val_split, config.seed)
 
     def finish(rows):
         metrics = trainer.final_metrics(run_dir, val_data, stack.count_params())
@@ -188,7 +188,7 @@ def train_alphastack(members: list[Member], run_dir, *, head=(512, 256), **data_
         metrics["members"] = member_scores(stack, members, val_data)
         return metrics
 
-    fit_into_run(stack, run_dir, train_data, epochs=config.recipe.epochs, steps_per_epoch=steps,
+    fit_into_run(stack, run_dir, train_stream, epochs=config.recipe.epochs, steps_per_epoch=steps,
                  validation_data=val_data, checkpoints=[Checkpoint(stack, "model.keras", export=plain_model)], verbose=config.verbose,
                  finish=finish, plot_title=f"AlphaStack of {len(members)} on {config.dataset}")
     return run_dir

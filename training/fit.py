@@ -124,7 +124,9 @@ def fit_into_run(model: keras.Model, run_dir, train_data, *, epochs: int, steps_
                  plot_name: str | None = "curves.png") -> list[dict]:
     """Fit compiled ``model`` into ``run_dir`` (which exists) and return the history rows.
 
-    ``callbacks`` with a ``resume_from(rows)`` method get the finished epochs' rows of a resumed run
+    ``train_data`` is a dataset, or a function of ``start_batch`` that gives the stream from that batch on
+    (``run_setup.make_datasets``'): a resumed fit then trains on the batches an uninterrupted one would,
+    which needs ``steps_per_epoch``. ``callbacks`` with a ``resume_from(rows)`` method get the finished epochs' rows of a resumed run
     (patience, best values). ``finish(rows)`` returns the dict written to ``metrics_name`` (default:
     the last row). Several fits can share a folder under different history/backup names (phases).
     """
@@ -151,7 +153,12 @@ def _fit_into_run(model, run_dir: pathlib.Path, train_data, *, epochs, steps_per
                                         log=lambda line: print(line, flush=True))
         # The backup is chosen (and verified) before the history is touched, so the history is trimmed
         # to exactly the epochs training continues from.
-        previous = trim_history(history_path, backup.restorable()) if resume else []
+        epochs_done = backup.restorable() if resume else 0
+        previous = trim_history(history_path, epochs_done) if resume else []
+        if callable(train_data):  # the stream from where the backup's epochs left it
+            if steps_per_epoch is None:
+                raise ValueError("a train stream needs steps_per_epoch (where each epoch ends in it)")
+            train_data = train_data(start_batch=epochs_done * steps_per_epoch)
         checkpoint_callbacks = [_CheckpointCallback(checkpoint, run_dir / checkpoint.filename)
                                 for checkpoint in checkpoints]
         every = [StopOnNonFiniteLoss(), EpochTimer(), *callbacks, *checkpoint_callbacks,

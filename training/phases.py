@@ -164,7 +164,7 @@ def phase_part_specs(phase: Phase, config) -> list[dict]:
 def _train_phase(config, number, phase, base, strategy, splits, datasets, run_dir, extra_callbacks,
                  resume) -> dict:
     _, val_split = splits
-    train_data, val_data, steps = datasets
+    train_stream, val_data, steps = datasets
     recipe = _phase_recipe(config.recipe, phase)
     specs = phase_part_specs(phase, config)
     mix = next((spec for spec in specs if spec["name"] == "attack_mix"), None)
@@ -180,7 +180,7 @@ def _train_phase(config, number, phase, base, strategy, splits, datasets, run_di
     # A phase history without a finished phase is a crashed attempt: resume it from its own backup.
     # phases/best.keras keeps the training model (constraints, both BN sets) the next phase starts from.
     saved = [*run_setup.checkpoints(assembly), Checkpoint(base, BEST_TRAINING_MODEL)]
-    fit_into_run(assembly.model, run_dir, train_data, epochs=recipe.epochs, steps_per_epoch=steps,
+    fit_into_run(assembly.model, run_dir, train_stream, epochs=recipe.epochs, steps_per_epoch=steps,
                  validation_data=val_data, checkpoints=saved, callbacks=callbacks,
                  resume=resume or (run_dir / history_name).exists(), verbose=config.verbose,
                  history_name=history_name, backup_name=f"backup/{phase.name}", metrics_name=None, plot_name=None)

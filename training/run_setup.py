@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import math
 import pathlib
 
@@ -239,16 +240,19 @@ def open_run_dir(config: TrainConfig, run_dir: pathlib.Path, strategy, train_spl
 
 
 def make_datasets(recipe: Recipe, train_split: data.Split, val_split: data.Split, seed: int):
-    """(train data, val data, steps per epoch) with the recipe's augmentation and batch size."""
+    """(train stream, val data, steps per epoch) with the recipe's augmentation and batch size.
+
+    The train stream is a function of ``start_batch`` (``make_dataset``'s), so ``fit_into_run`` starts a
+    resumed run where its backup left the stream; ``train_stream(start_batch=0)`` is the whole one."""
     augment = None
     if recipe.augment != "none":
         from augment import make_augmenter
 
         augment = make_augmenter(recipe.augment)
-    train_data = make_dataset(train_split, recipe.batch_size, training=True, augment=augment,
-                              seed=seed, repeat=True)
+    train_stream = functools.partial(make_dataset, train_split, recipe.batch_size, training=True, augment=augment,
+                                     seed=seed, repeat=True)
     val_data = make_dataset(val_split, recipe.batch_size, training=False)
-    return train_data, val_data, math.ceil(len(train_split) / recipe.batch_size)
+    return train_stream, val_data, math.ceil(len(train_split) / recipe.batch_size)
 
 
 def schedule_callbacks(config: TrainConfig, recipe: Recipe, extra=(), tensorboard_dir=None) -> list:

@@ -60,14 +60,14 @@ def _train(config, run_dir: pathlib.Path, *, resume, extra_callbacks, splits, pl
     assembly = run_setup.assemble(config, train_split, strategy=strategy)
     check_against_model(config, assembly.base, assembly.parts)
     run_dir = run_setup.open_run_dir(config, run_dir, strategy, train_split, resume)
-    train_data, val_data, steps = run_setup.make_datasets(recipe, train_split, val_split, config.seed)
+    train_stream, val_data, steps = run_setup.make_datasets(recipe, train_split, val_split, config.seed)
     callbacks = [*run_setup.run_callbacks(config, assembly, RunContext(run_dir, val_split, config.seed)),
                  *run_setup.schedule_callbacks(config, recipe, extra_callbacks, run_dir / "tensorboard")]
 
     def finish(rows):
         return run_setup.final_metrics(run_dir, val_data, assembly.base.count_params())
 
-    fit_into_run(assembly.model, run_dir, train_data, epochs=recipe.epochs, steps_per_epoch=steps,
+    fit_into_run(assembly.model, run_dir, train_stream, epochs=recipe.epochs, steps_per_epoch=steps,
                  validation_data=val_data, checkpoints=run_setup.checkpoints(assembly), callbacks=callbacks,
                  resume=resume,
                  verbose=config.verbose, finish=finish, plot_title=plot_title or f"{config.model} on {config.dataset}")

@@ -217,7 +217,7 @@ class ZooHyperModel(keras_tuner.HyperModel):
 
     def fit(self, hp, model, train_split, val_split, *, callbacks=(), **kwargs):
         recipe = self.trial_recipe(self.values(hp))
-        train_data, val_data, steps = trainer.make_datasets(recipe, train_split, val_split, self.trial_seed)
+        train_stream, val_data, steps = trainer.make_datasets(recipe, train_split, val_split, self.trial_seed)
         config = self.trial_config(self.values(hp))
         extra = []
         if self.settings.adversarial_options():
@@ -233,7 +233,7 @@ class ZooHyperModel(keras_tuner.HyperModel):
         # A trial trains at a constant learning rate: the recipe's plateau schedule and early
         # stopping need more epochs than a trial has, and would blur the comparison.
         kwargs["shuffle"] = False  # the dataset shuffles itself
-        return model.fit(train_data, steps_per_epoch=steps,
+        return model.fit(train_stream(start_batch=0), steps_per_epoch=steps,
                          validation_data=val_data, callbacks=[*extra, *callbacks], **kwargs)
 
 
