@@ -45,7 +45,7 @@ class GANTrainer(keras.Model):
         self.instance_noise = real_in_range("instance_noise", instance_noise, 0.0, 10.0)
         self.discriminator_steps = positive_int("discriminator_steps", discriminator_steps)
         self.generator_steps = positive_int("generator_steps", generator_steps)
-        # A tracked variable: BackupAndRestore saves it, so a resumed run draws new noise, not a replay.
+        # Its state goes into the run's backup (AtomicBackupAndRestore), so a resumed run draws new noise, not a replay.
         self.seed_generator = keras.random.SeedGenerator(non_negative_int("seed", seed), name="gan_noise_seed")
         self.trackers = {name: keras.metrics.Mean(name=name) for name in ("d_loss", "g_loss", "d_real", "d_fake")}
         self.built = True  # both networks arrive built; BackupAndRestore refuses an unbuilt model
